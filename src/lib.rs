@@ -1,0 +1,9 @@
+//! cairn — a Prometheus remote-storage sidecar with an embedded, Prometheus-format TSDB.
+//!
+//! Layers (see ARCHITECTURE.md): [`model`] is the shared vocabulary (labels, matchers);
+//! [`tsdb`] is the storage engine, which knows nothing of HTTP or protobuf.
+//!
+//! Storage code never calls `unwrap`/`expect` outside tests (crate lints in Cargo.toml).
+
+pub mod model;
+pub mod tsdb;

@@ -1,0 +1,1033 @@
+//! The in-memory head: recent samples of every active series, in Prometheus's XOR chunks.
+//!
+//! # Structure
+//! - Series live in two striped maps (by label hash, by ref): a lookup takes one stripe's read
+//!   lock, so concurrent appenders do not contend on a global lock.
+//! - Each [`MemSeries`] has one mutex over its chunks: full chunks are written to
+//!   `chunks_head/` ([`chunks`]) and read back through a map; the open chunk is in memory.
+//! - [`postings::MemPostings`] maps label pairs to series refs; it is written only when a series
+//!   is created.
+//!
+//! # Append ([`Head::append`]), in this order
+//! 1. resolve every series of the batch (creating new ones, which get a ref and postings);
+//! 2. lock the batch's series in ref order (no deadlock between batches) and validate every
+//!    sample against the series' last sample and the head's time bounds — rejected samples are
+//!    counted by reason and never reach the WAL;
+//! 3. write one WAL entry (a Series record for series not yet logged, one Samples record) and
+//!    wait for the sync policy (group commit);
+//! 4. apply the accepted samples to the chunks; unlock; return the report.
+//!
+//! If step 3 fails nothing is applied, so memory never holds data the WAL lost. A series'
+//! `logged_epoch` records in which WAL epoch its Series record was written; after the WAL opens
+//! a fresh segment (epoch changes) every series is logged again before its next samples.
+//!
+//! Chunks are cut the way Prometheus cuts them (`memSeries.appendPreprocessor`): at the end of
+//! the block range the chunk started in, and, once a chunk has 30 samples, at a predicted end
+//! time that spreads the range evenly over chunks of ~120 samples; never above 240 samples.
+
+pub mod chunks;
+pub mod postings;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, MutexGuard, RwLock};
+
+use self::chunks::{ChunkDiskMapper, ChunkFileError, ChunkRef, MappedChunk, ReplayedChunk};
+use self::postings::MemPostings;
+use crate::model::{hash_sorted_pairs, Labels, Matcher};
+use crate::tsdb::chunkenc::{Encoding, XorChunk, XorIterator, SAMPLES_PER_CHUNK};
+use crate::tsdb::wal::record::{self, RefSample, Stone};
+use crate::tsdb::wal::{Wal, WalError};
+
+const STRIPES: usize = 256;
+const NOT_LOGGED: u32 = u32::MAX;
+
+/// A sample to append: timestamp in ms since the epoch, float value (any bits, NaN included).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    pub t: i64,
+    pub v: f64,
+}
+
+/// One series of an append batch. `labels` must be sorted by name, with no empty names or
+/// values and no duplicate names (the HTTP layer normalises what Prometheus tolerates).
+#[derive(Debug, Clone, Copy)]
+pub struct AppendSeries<'a> {
+    pub labels: &'a [(&'a str, &'a str)],
+    pub samples: &'a [Sample],
+}
+
+/// Why a label set can never be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InvalidLabels {
+    NoLabels,
+    EmptyName,
+    EmptyValue,
+    Unsorted,
+    DuplicateName,
+}
+
+/// Why a sample was not stored. All of these are permanent: the sender must not retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    InvalidLabels(InvalidLabels),
+    /// Older than the series' newest sample.
+    OutOfOrder,
+    /// Same timestamp as the series' newest sample, different value.
+    Duplicate,
+    /// Older than the head accepts (head max time − half the block range).
+    OutOfBounds,
+    /// Further in the future than `max_future` allows.
+    TooFarInFuture,
+}
+
+impl RejectReason {
+    /// Stable snake_case name, used in metrics labels and error bodies.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectReason::InvalidLabels(_) => "invalid_labels",
+            RejectReason::OutOfOrder => "out_of_order",
+            RejectReason::Duplicate => "duplicate",
+            RejectReason::OutOfBounds => "out_of_bounds",
+            RejectReason::TooFarInFuture => "too_far_in_future",
+        }
+    }
+}
+
+/// Counts per rejection reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RejectCounts {
+    pub invalid_labels: u64,
+    pub out_of_order: u64,
+    pub duplicate: u64,
+    pub out_of_bounds: u64,
+    pub too_far_in_future: u64,
+}
+
+impl RejectCounts {
+    fn add(&mut self, r: RejectReason, n: u64) {
+        let c = match r {
+            RejectReason::InvalidLabels(_) => &mut self.invalid_labels,
+            RejectReason::OutOfOrder => &mut self.out_of_order,
+            RejectReason::Duplicate => &mut self.duplicate,
+            RejectReason::OutOfBounds => &mut self.out_of_bounds,
+            RejectReason::TooFarInFuture => &mut self.too_far_in_future,
+        };
+        *c += n;
+    }
+    pub fn total(&self) -> u64 {
+        self.invalid_labels
+            + self.out_of_order
+            + self.duplicate
+            + self.out_of_bounds
+            + self.too_far_in_future
+    }
+}
+
+/// The first rejected sample of a batch, to name in an error message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rejection {
+    /// Index of the series in the batch.
+    pub series: usize,
+    pub t: i64,
+    pub reason: RejectReason,
+}
+
+/// What an append did. Valid samples are stored even when others are rejected.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AppendReport {
+    /// Samples written to the WAL and the head.
+    pub accepted: u64,
+    /// Exact duplicates of the series' newest sample (same timestamp and value bits): accepted
+    /// as no-ops so retries are idempotent.
+    pub duplicates_ignored: u64,
+    pub new_series: u64,
+    pub rejected: RejectCounts,
+    pub first_rejection: Option<Rejection>,
+}
+
+impl AppendReport {
+    fn reject(&mut self, series: usize, t: i64, reason: RejectReason, n: u64) {
+        self.rejected.add(reason, n);
+        if self.first_rejection.is_none() {
+            self.first_rejection = Some(Rejection { series, t, reason });
+        }
+    }
+}
+
+/// Why nothing of a batch was stored. Transient: the sender should retry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HeadOptions {
+    /// Block range in ms (`--storage.tsdb.min-block-duration`); chunks never cross it.
+    pub chunk_range: i64,
+    /// Samples further than this many ms in the future are rejected.
+    pub max_future_ms: i64,
+    pub chunk_file_size: u64,
+}
+
+/// Statistics for `/metrics` (relaxed atomics).
+#[derive(Debug, Default)]
+pub struct HeadStats {
+    pub series: AtomicU64,
+    pub series_created: AtomicU64,
+    pub chunks_created: AtomicU64,
+    pub samples_appended: AtomicU64,
+    pub chunk_write_errors: AtomicU64,
+}
+
+/// A closed (full) chunk of a series.
+#[derive(Debug, Clone)]
+enum ClosedChunk {
+    /// In `chunks_head/`.
+    Mapped {
+        cref: ChunkRef,
+        mint: i64,
+        maxt: i64,
+    },
+    /// Kept in memory because writing it to `chunks_head/` failed (the WAL still has it).
+    Mem {
+        data: Arc<[u8]>,
+        mint: i64,
+        maxt: i64,
+    },
+}
+
+impl ClosedChunk {
+    fn range(&self) -> (i64, i64) {
+        match self {
+            ClosedChunk::Mapped { mint, maxt, .. } | ClosedChunk::Mem { mint, maxt, .. } => {
+                (*mint, *maxt)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct HeadChunk {
+    chunk: XorChunk,
+    mint: i64,
+    maxt: i64,
+}
+
+/// A series' chunks. Guarded by `MemSeries::data`.
+#[derive(Debug)]
+struct SeriesData {
+    closed: Vec<ClosedChunk>,
+    head: Option<HeadChunk>,
+    /// When the open chunk must be cut at the latest.
+    next_at: i64,
+    /// Newest sample (i64::MIN when the series has none).
+    last_t: i64,
+    last_v: u64,
+}
+
+/// One series in the head.
+#[derive(Debug)]
+pub struct MemSeries {
+    pub sref: u64,
+    pub labels: Labels,
+    /// WAL epoch in which this series' Series record was written (`NOT_LOGGED`: never).
+    logged_epoch: AtomicU32,
+    data: Mutex<SeriesData>,
+}
+
+/// Prometheus's `rangeForTimestamp`: end of the block range `t` falls in (Go's truncating `/`).
+fn range_for_timestamp(t: i64, width: i64) -> i64 {
+    (t / width) * width + width
+}
+
+/// Prometheus's `computeChunkEndTime`.
+fn compute_chunk_end_time(start: i64, cur: i64, max: i64) -> i64 {
+    let denom = (cur - start + 1).saturating_mul(4);
+    let n = if denom > 0 { (max - start) / denom } else { 1 };
+    if n <= 1 {
+        max
+    } else {
+        start + (max - start) / n
+    }
+}
+
+impl SeriesData {
+    fn new() -> SeriesData {
+        SeriesData {
+            closed: Vec::new(),
+            head: None,
+            next_at: i64::MIN,
+            last_t: i64::MIN,
+            last_v: 0,
+        }
+    }
+
+    /// Append a sample the caller has checked is newer than `last_t`.
+    fn append(
+        &mut self,
+        sref: u64,
+        t: i64,
+        v: f64,
+        chunk_range: i64,
+        chunks: &ChunkDiskMapper,
+        stats: &HeadStats,
+    ) {
+        let cut = match &self.head {
+            None => true,
+            Some(c) => {
+                let n = usize::from(c.chunk.num_samples());
+                if n == SAMPLES_PER_CHUNK / 4 {
+                    self.next_at = compute_chunk_end_time(c.mint, c.maxt, self.next_at);
+                }
+                t >= self.next_at || n >= SAMPLES_PER_CHUNK * 2
+            }
+        };
+        if cut {
+            self.cut(sref, t, chunk_range, chunks, stats);
+        }
+        if let Some(c) = self.head.as_mut() {
+            c.chunk.append(t, v);
+            c.maxt = t;
+        }
+        self.last_t = t;
+        self.last_v = v.to_bits();
+    }
+
+    /// Close the open chunk (to `chunks_head/`) and open a new one starting at `mint`.
+    fn cut(
+        &mut self,
+        sref: u64,
+        mint: i64,
+        chunk_range: i64,
+        chunks: &ChunkDiskMapper,
+        stats: &HeadStats,
+    ) {
+        if let Some(old) = self.head.take() {
+            if old.chunk.num_samples() > 0 {
+                let bytes = old.chunk.bytes();
+                match chunks.write_chunk(sref, old.mint, old.maxt, Encoding::Xor as u8, bytes) {
+                    Ok(cref) => self.closed.push(ClosedChunk::Mapped {
+                        cref,
+                        mint: old.mint,
+                        maxt: old.maxt,
+                    }),
+                    Err(_) => {
+                        stats.chunk_write_errors.fetch_add(1, Ordering::Relaxed);
+                        self.closed.push(ClosedChunk::Mem {
+                            data: Arc::from(bytes),
+                            mint: old.mint,
+                            maxt: old.maxt,
+                        });
+                    }
+                }
+            }
+        }
+        stats.chunks_created.fetch_add(1, Ordering::Relaxed);
+        self.head = Some(HeadChunk {
+            chunk: XorChunk::new(),
+            mint,
+            maxt: i64::MIN,
+        });
+        self.next_at = range_for_timestamp(mint, chunk_range);
+    }
+
+    fn time_range(&self) -> Option<(i64, i64)> {
+        let first = self
+            .closed
+            .first()
+            .map(|c| c.range().0)
+            .or(self.head.as_ref().map(|h| h.mint))?;
+        Some((first, self.last_t))
+    }
+}
+
+/// The bytes of a chunk handed to readers.
+#[derive(Debug, Clone)]
+pub enum ChunkData {
+    /// A closed chunk, straight from its memory-mapped file.
+    Mapped(MappedChunk),
+    /// The open chunk (copied under the series lock) or a closed chunk held in memory.
+    Owned(Arc<[u8]>),
+}
+
+impl Deref for ChunkData {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ChunkData::Mapped(m) => m,
+            ChunkData::Owned(b) => b,
+        }
+    }
+}
+
+/// A chunk of a series with its closed time range.
+#[derive(Debug, Clone)]
+pub struct ChunkMeta {
+    pub mint: i64,
+    pub maxt: i64,
+    pub data: ChunkData,
+}
+
+impl ChunkMeta {
+    /// Iterate the chunk's samples (XOR).
+    pub fn iter(&self) -> Result<XorIterator<'_>, crate::tsdb::chunkenc::DecodeError> {
+        XorIterator::new(&self.data)
+    }
+}
+
+impl MemSeries {
+    /// Chunks overlapping `[mint, maxt]`, oldest first. Closed chunks are served as stored.
+    pub fn chunks(
+        &self,
+        mint: i64,
+        maxt: i64,
+        mapper: &ChunkDiskMapper,
+    ) -> Result<Vec<ChunkMeta>, ChunkFileError> {
+        enum Pending {
+            Mapped(ChunkRef, i64, i64),
+            Ready(ChunkMeta),
+        }
+        let pending: Vec<Pending> = {
+            let d = self.data.lock();
+            let mut v = Vec::with_capacity(d.closed.len() + 1);
+            for c in &d.closed {
+                let (cmin, cmax) = c.range();
+                if cmax < mint || cmin > maxt {
+                    continue;
+                }
+                v.push(match c {
+                    ClosedChunk::Mapped { cref, .. } => Pending::Mapped(*cref, cmin, cmax),
+                    ClosedChunk::Mem { data, .. } => Pending::Ready(ChunkMeta {
+                        mint: cmin,
+                        maxt: cmax,
+                        data: ChunkData::Owned(Arc::clone(data)),
+                    }),
+                });
+            }
+            if let Some(h) = &d.head {
+                if h.chunk.num_samples() > 0 && h.maxt >= mint && h.mint <= maxt {
+                    v.push(Pending::Ready(ChunkMeta {
+                        mint: h.mint,
+                        maxt: h.maxt,
+                        data: ChunkData::Owned(Arc::from(h.chunk.bytes())),
+                    }));
+                }
+            }
+            v
+        };
+        pending
+            .into_iter()
+            .map(|p| match p {
+                Pending::Ready(c) => Ok(c),
+                Pending::Mapped(cref, mint, maxt) => Ok(ChunkMeta {
+                    mint,
+                    maxt,
+                    data: ChunkData::Mapped(mapper.chunk(cref)?),
+                }),
+            })
+            .collect()
+    }
+
+    /// `(oldest, newest)` sample time, if the series has samples.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        self.data.lock().time_range()
+    }
+
+    fn is_logged(&self, epoch: u32) -> bool {
+        self.logged_epoch.load(Ordering::Acquire) == epoch
+    }
+}
+
+/// Hasher for keys that are already hashes or small sequential integers: one multiply, so the
+/// high bits hashbrown uses for its control bytes are mixed.
+#[derive(Default)]
+pub struct U64Hasher(u64);
+
+impl Hasher for U64Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
+/// One stripe of the by-hash series map: label hash → series with that hash.
+type HashStripe = RwLock<U64Map<Vec<Arc<MemSeries>>>>;
+
+/// Reusable per-call buffers for [`Head::append`].
+#[derive(Default)]
+struct Scratch {
+    resolved: Vec<(usize, Arc<MemSeries>)>,
+    order: Vec<usize>,
+    lock_of: Vec<u32>,
+    wal_samples: Vec<RefSample>,
+    apply: Vec<(u32, i64, f64)>,
+    series_rec: Vec<u8>,
+    samples_rec: Vec<u8>,
+}
+
+/// State carried across WAL records during replay.
+#[derive(Default)]
+pub struct ReplayState {
+    /// Chunks found in `chunks_head/`, by series ref, waiting for their Series record.
+    pub mmapped: U64Map<Vec<ReplayedChunk>>,
+    /// A second ref for an existing label set (possible after a crash) → the series' ref.
+    aliases: U64Map<u64>,
+    samples: Vec<RefSample>,
+    stones: Vec<Stone>,
+    pub series: u64,
+    pub samples_replayed: u64,
+    /// Samples already covered by `chunks_head/` or older than their series' newest sample.
+    pub samples_skipped: u64,
+    /// Samples whose series record was never seen.
+    pub unknown_refs: u64,
+}
+
+/// The in-memory head block.
+pub struct Head {
+    opts: HeadOptions,
+    by_hash: Box<[HashStripe]>,
+    by_ref: Box<[RwLock<U64Map<Arc<MemSeries>>>]>,
+    postings: RwLock<MemPostings>,
+    next_ref: AtomicU64,
+    min_time: AtomicI64,
+    max_time: AtomicI64,
+    /// Nothing older than this is accepted (moves up when the head is compacted).
+    min_valid_time: AtomicI64,
+    chunks: ChunkDiskMapper,
+    tombstones: RwLock<U64Map<Vec<(i64, i64)>>>,
+    scratch: Mutex<Vec<Scratch>>,
+    pub stats: HeadStats,
+}
+
+/// Current wall-clock time in ms.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Check a label set is sorted, non-empty and has no empty or repeated names or empty values.
+pub fn validate_labels(labels: &[(&str, &str)]) -> Result<(), InvalidLabels> {
+    if labels.is_empty() {
+        return Err(InvalidLabels::NoLabels);
+    }
+    let mut prev: Option<&str> = None;
+    for &(n, v) in labels {
+        if n.is_empty() {
+            return Err(InvalidLabels::EmptyName);
+        }
+        if v.is_empty() {
+            return Err(InvalidLabels::EmptyValue);
+        }
+        if let Some(p) = prev {
+            match p.cmp(n) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Err(InvalidLabels::DuplicateName),
+                std::cmp::Ordering::Greater => return Err(InvalidLabels::Unsorted),
+            }
+        }
+        prev = Some(n);
+    }
+    Ok(())
+}
+
+impl Head {
+    pub fn new(opts: HeadOptions, chunks: ChunkDiskMapper) -> Head {
+        Head {
+            opts,
+            by_hash: (0..STRIPES)
+                .map(|_| RwLock::new(U64Map::default()))
+                .collect(),
+            by_ref: (0..STRIPES)
+                .map(|_| RwLock::new(U64Map::default()))
+                .collect(),
+            postings: RwLock::new(MemPostings::default()),
+            next_ref: AtomicU64::new(1),
+            min_time: AtomicI64::new(i64::MAX),
+            max_time: AtomicI64::new(i64::MIN),
+            min_valid_time: AtomicI64::new(i64::MIN),
+            chunks,
+            tombstones: RwLock::new(U64Map::default()),
+            scratch: Mutex::new(Vec::new()),
+            stats: HeadStats::default(),
+        }
+    }
+
+    pub fn options(&self) -> &HeadOptions {
+        &self.opts
+    }
+
+    pub fn chunk_mapper(&self) -> &ChunkDiskMapper {
+        &self.chunks
+    }
+
+    pub fn num_series(&self) -> u64 {
+        self.stats.series.load(Ordering::Relaxed)
+    }
+
+    /// Oldest sample time in the head (`i64::MAX` when empty).
+    pub fn min_time(&self) -> i64 {
+        self.min_time.load(Ordering::Acquire)
+    }
+
+    /// Newest sample time in the head (`i64::MIN` when empty).
+    pub fn max_time(&self) -> i64 {
+        self.max_time.load(Ordering::Acquire)
+    }
+
+    fn stripe<T>(stripes: &[T], key: u64) -> Option<&T> {
+        stripes.get(key as usize % STRIPES)
+    }
+
+    pub fn series_by_ref(&self, sref: u64) -> Option<Arc<MemSeries>> {
+        Self::stripe(&self.by_ref, sref)?.read().get(&sref).cloned()
+    }
+
+    fn lookup(&self, hash: u64, labels: &[(&str, &str)]) -> Option<Arc<MemSeries>> {
+        let stripe = Self::stripe(&self.by_hash, hash)?.read();
+        stripe
+            .get(&hash)?
+            .iter()
+            .find(|s| s.labels.eq_sorted_pairs(labels.iter().copied()))
+            .cloned()
+    }
+
+    /// Find the series or create it with a new ref (or `with_ref` during replay).
+    fn get_or_create(
+        &self,
+        labels: &[(&str, &str)],
+        with_ref: Option<u64>,
+    ) -> (Arc<MemSeries>, bool) {
+        let hash = hash_sorted_pairs(labels.iter().copied());
+        if let Some(s) = self.lookup(hash, labels) {
+            return (s, false);
+        }
+        let Some(stripe) = Self::stripe(&self.by_hash, hash) else {
+            // STRIPES > 0, so unreachable; fall back to an unindexed series rather than panic.
+            return (Arc::new(self.new_series(labels, with_ref)), true);
+        };
+        let mut stripe = stripe.write();
+        let bucket = stripe.entry(hash).or_default();
+        if let Some(s) = bucket
+            .iter()
+            .find(|s| s.labels.eq_sorted_pairs(labels.iter().copied()))
+        {
+            return (Arc::clone(s), false);
+        }
+        let series = Arc::new(self.new_series(labels, with_ref));
+        bucket.push(Arc::clone(&series));
+        drop(stripe);
+        if let Some(st) = Self::stripe(&self.by_ref, series.sref) {
+            st.write().insert(series.sref, Arc::clone(&series));
+        }
+        self.postings.write().add(series.sref, series.labels.iter());
+        self.stats.series.fetch_add(1, Ordering::Relaxed);
+        self.stats.series_created.fetch_add(1, Ordering::Relaxed);
+        (series, true)
+    }
+
+    fn new_series(&self, labels: &[(&str, &str)], with_ref: Option<u64>) -> MemSeries {
+        let sref = match with_ref {
+            Some(r) => {
+                self.next_ref.fetch_max(r + 1, Ordering::AcqRel);
+                r
+            }
+            None => self.next_ref.fetch_add(1, Ordering::AcqRel),
+        };
+        MemSeries {
+            sref,
+            labels: Labels::from_sorted_pairs(labels.iter().copied()),
+            logged_epoch: AtomicU32::new(NOT_LOGGED),
+            data: Mutex::new(SeriesData::new()),
+        }
+    }
+
+    /// Lowest timestamp the head accepts now.
+    fn min_valid(&self) -> i64 {
+        let floor = self.min_valid_time.load(Ordering::Acquire);
+        let max = self.max_time();
+        if max == i64::MIN {
+            return floor;
+        }
+        floor.max(max.saturating_sub(self.opts.chunk_range / 2))
+    }
+
+    fn note_time(&self, mint: i64, maxt: i64) {
+        self.min_time.fetch_min(mint, Ordering::AcqRel);
+        self.max_time.fetch_max(maxt, Ordering::AcqRel);
+    }
+
+    /// Validate, log and apply a batch (see the module docs for the order). Rejected samples are
+    /// reported, not errors; `Err` means nothing was stored and a retry may succeed.
+    pub fn append(
+        &self,
+        wal: &Wal,
+        batch: &[AppendSeries<'_>],
+    ) -> Result<AppendReport, AppendError> {
+        let mut sc = self.scratch.lock().pop().unwrap_or_default();
+        let res = self.append_with(wal, batch, &mut sc);
+        sc.resolved.clear();
+        self.scratch.lock().push(sc);
+        res
+    }
+
+    fn append_with(
+        &self,
+        wal: &Wal,
+        batch: &[AppendSeries<'_>],
+        sc: &mut Scratch,
+    ) -> Result<AppendReport, AppendError> {
+        let mut report = AppendReport::default();
+        let max_allowed = now_ms().saturating_add(self.opts.max_future_ms);
+        let min_valid = self.min_valid();
+
+        // 1. Resolve series.
+        sc.resolved.clear();
+        for (i, s) in batch.iter().enumerate() {
+            if s.samples.is_empty() {
+                continue;
+            }
+            if let Err(why) = validate_labels(s.labels) {
+                let t = s.samples.first().map_or(0, |x| x.t);
+                report.reject(
+                    i,
+                    t,
+                    RejectReason::InvalidLabels(why),
+                    s.samples.len() as u64,
+                );
+                continue;
+            }
+            let (series, created) = self.get_or_create(s.labels, None);
+            report.new_series += u64::from(created);
+            sc.resolved.push((i, series));
+        }
+
+        // 2. Lock every series once, in ref order; validate samples against the locked state.
+        sc.order.clear();
+        sc.order.extend(0..sc.resolved.len());
+        let resolved = &sc.resolved;
+        sc.order
+            .sort_unstable_by_key(|&k| resolved.get(k).map_or(0, |r| r.1.sref));
+        sc.lock_of.clear();
+        sc.lock_of.resize(resolved.len(), 0);
+        let mut locked: Vec<&Arc<MemSeries>> = Vec::with_capacity(resolved.len());
+        for &k in &sc.order {
+            let Some((_, s)) = resolved.get(k) else {
+                continue;
+            };
+            if locked.last().is_none_or(|l| l.sref != s.sref) {
+                locked.push(s);
+            }
+            if let Some(slot) = sc.lock_of.get_mut(k) {
+                *slot = (locked.len() - 1) as u32;
+            }
+        }
+        let mut guards: Vec<MutexGuard<'_, SeriesData>> =
+            locked.iter().map(|s| s.data.lock()).collect();
+        let mut pending: Vec<(i64, u64)> = guards.iter().map(|g| (g.last_t, g.last_v)).collect();
+
+        sc.wal_samples.clear();
+        sc.apply.clear();
+        for (k, (i, series)) in resolved.iter().enumerate() {
+            let li = sc.lock_of.get(k).copied().unwrap_or(0);
+            let Some(state) = pending.get_mut(li as usize) else {
+                continue;
+            };
+            let samples = batch.get(*i).map_or(&[][..], |s| s.samples);
+            for s in samples {
+                let bits = s.v.to_bits();
+                let verdict = if s.t > max_allowed {
+                    Err(RejectReason::TooFarInFuture)
+                } else if s.t < min_valid {
+                    Err(RejectReason::OutOfBounds)
+                } else if s.t > state.0 {
+                    Ok(true)
+                } else if s.t == state.0 {
+                    if bits == state.1 {
+                        Ok(false)
+                    } else {
+                        Err(RejectReason::Duplicate)
+                    }
+                } else {
+                    Err(RejectReason::OutOfOrder)
+                };
+                match verdict {
+                    Ok(true) => {
+                        *state = (s.t, bits);
+                        sc.wal_samples.push(RefSample {
+                            sref: series.sref,
+                            t: s.t,
+                            v: s.v,
+                        });
+                        sc.apply.push((li, s.t, s.v));
+                    }
+                    Ok(false) => report.duplicates_ignored += 1,
+                    Err(reason) => report.reject(*i, s.t, reason, 1),
+                }
+            }
+        }
+        if sc.wal_samples.is_empty() {
+            return Ok(report);
+        }
+
+        // 3. WAL: Series records for series not logged in this epoch, then the samples.
+        let epoch = wal.epoch();
+        sc.series_rec.clear();
+        let mut need_log: Vec<&Arc<MemSeries>> = Vec::new();
+        for (li, s) in locked.iter().enumerate() {
+            let has_samples = pending
+                .get(li)
+                .zip(guards.get(li))
+                .is_some_and(|(p, g)| p.0 != g.last_t);
+            if has_samples && !s.is_logged(epoch) {
+                need_log.push(s);
+            }
+        }
+        if !need_log.is_empty() {
+            record::encode_series(
+                &mut sc.series_rec,
+                need_log.iter().map(|s| (s.sref, &s.labels)),
+            );
+        }
+        sc.samples_rec.clear();
+        record::encode_samples(&mut sc.samples_rec, &sc.wal_samples);
+        if need_log.is_empty() {
+            wal.log_in_epoch(&[&sc.samples_rec], epoch)?;
+        } else {
+            wal.log_in_epoch(&[&sc.series_rec, &sc.samples_rec], epoch)?;
+        }
+        for s in need_log {
+            s.logged_epoch.store(epoch, Ordering::Release);
+        }
+
+        // 4. Apply.
+        let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
+        for &(li, t, v) in &sc.apply {
+            let (Some(g), Some(s)) = (guards.get_mut(li as usize), locked.get(li as usize)) else {
+                continue;
+            };
+            g.append(
+                s.sref,
+                t,
+                v,
+                self.opts.chunk_range,
+                &self.chunks,
+                &self.stats,
+            );
+            mint = mint.min(t);
+            maxt = maxt.max(t);
+        }
+        drop(guards);
+        self.note_time(mint, maxt);
+        report.accepted = sc.apply.len() as u64;
+        self.stats
+            .samples_appended
+            .fetch_add(report.accepted, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Replay
+
+    /// Apply one WAL record during replay. An `Err` marks the record corrupt.
+    pub fn replay_record(&self, rec: &[u8], st: &mut ReplayState) -> Result<(), String> {
+        match rec.first() {
+            Some(&record::SERIES) => {
+                let mut scratch = Vec::new();
+                let mut found: Vec<(u64, Labels)> = Vec::new();
+                record::decode_series(rec, &mut scratch, |sref, labels| {
+                    found.push((sref, Labels::from_sorted_pairs(labels.iter().copied())));
+                })
+                .map_err(|e| e.to_string())?;
+                for (sref, labels) in found {
+                    self.replay_series(sref, &labels, st);
+                }
+                Ok(())
+            }
+            Some(&record::SAMPLES) => {
+                st.samples.clear();
+                record::decode_samples(rec, &mut st.samples).map_err(|e| e.to_string())?;
+                let samples = std::mem::take(&mut st.samples);
+                let mut cur: Option<Arc<MemSeries>> = None;
+                let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
+                for s in &samples {
+                    let sref = st.aliases.get(&s.sref).copied().unwrap_or(s.sref);
+                    if cur.as_ref().is_none_or(|c| c.sref != sref) {
+                        cur = self.series_by_ref(sref);
+                    }
+                    let Some(series) = cur.as_ref() else {
+                        st.unknown_refs += 1;
+                        continue;
+                    };
+                    let mut d = series.data.lock();
+                    if s.t <= d.last_t {
+                        st.samples_skipped += 1;
+                        continue;
+                    }
+                    d.append(
+                        series.sref,
+                        s.t,
+                        s.v,
+                        self.opts.chunk_range,
+                        &self.chunks,
+                        &self.stats,
+                    );
+                    st.samples_replayed += 1;
+                    mint = mint.min(s.t);
+                    maxt = maxt.max(s.t);
+                }
+                if mint <= maxt {
+                    self.note_time(mint, maxt);
+                }
+                st.samples = samples;
+                Ok(())
+            }
+            Some(&record::TOMBSTONES) => {
+                st.stones.clear();
+                record::decode_tombstones(rec, &mut st.stones).map_err(|e| e.to_string())?;
+                let mut ts = self.tombstones.write();
+                for s in &st.stones {
+                    ts.entry(s.sref).or_default().push((s.mint, s.maxt));
+                }
+                Ok(())
+            }
+            // Exemplars, metadata, histograms: not kept (yet). Empty records are harmless.
+            _ => Ok(()),
+        }
+    }
+
+    fn replay_series(&self, sref: u64, labels: &Labels, st: &mut ReplayState) {
+        let pairs: Vec<(&str, &str)> = labels.iter().collect();
+        if self.series_by_ref(sref).is_some() {
+            return;
+        }
+        let (series, created) = self.get_or_create(&pairs, Some(sref));
+        if !created {
+            if series.sref != sref {
+                st.aliases.insert(sref, series.sref);
+            }
+            return;
+        }
+        st.series += 1;
+        // Replayed series are in the WAL already (epoch 0 is the epoch of a freshly opened WAL).
+        series.logged_epoch.store(0, Ordering::Release);
+        let Some(mut found) = st.mmapped.remove(&sref) else {
+            return;
+        };
+        found.sort_by_key(|c| c.mint);
+        let mut d = series.data.lock();
+        for c in found {
+            if c.encoding != Encoding::Xor as u8 || c.num_samples == 0 || c.mint <= d.last_t {
+                continue;
+            }
+            d.closed.push(ClosedChunk::Mapped {
+                cref: c.cref,
+                mint: c.mint,
+                maxt: c.maxt,
+            });
+            d.last_t = c.maxt;
+            self.note_time(c.mint, c.maxt);
+        }
+        // The newest value, for duplicate detection.
+        if let Some(ClosedChunk::Mapped { cref, .. }) = d.closed.last() {
+            if let Ok(bytes) = self.chunks.chunk(*cref) {
+                if let Some((t, v)) = XorIterator::new(&bytes).ok().and_then(|it| it.last()) {
+                    d.last_t = t;
+                    d.last_v = v.to_bits();
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Reads
+
+    /// Series matching `matchers` with samples in `[mint, maxt]`, sorted by label set.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Arc<MemSeries>> {
+        let refs = self.postings.read().for_matchers(matchers);
+        let mut out: Vec<Arc<MemSeries>> = refs
+            .into_iter()
+            .filter_map(|r| self.series_by_ref(r))
+            .filter(|s| s.time_range().is_some_and(|(a, b)| a <= maxt && b >= mint))
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
+    /// Deleted intervals of a series (closed), from WAL tombstones.
+    pub fn tombstones(&self, sref: u64) -> Vec<(i64, i64)> {
+        self.tombstones
+            .read()
+            .get(&sref)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn label_names(&self) -> Vec<String> {
+        self.postings.read().label_names()
+    }
+
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.postings.read().label_values(name)
+    }
+
+    /// Write buffered head chunks to their files.
+    pub fn flush_chunks(&self) -> Result<(), ChunkFileError> {
+        self.chunks.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_end_time_spreads_the_range_like_prometheus() {
+        // 15s scrapes in a 2h range: after 30 samples predict a quarter of the range.
+        let start = 0;
+        let cur = 29 * 15_000;
+        assert_eq!(compute_chunk_end_time(start, cur, 7_200_000), 1_800_000);
+        // Sparse data: keep the range end.
+        assert_eq!(compute_chunk_end_time(0, 3_000_000, 7_200_000), 7_200_000);
+        assert_eq!(range_for_timestamp(7_199_999, 7_200_000), 7_200_000);
+        assert_eq!(range_for_timestamp(7_200_000, 7_200_000), 14_400_000);
+        // Go's truncating division for negative times.
+        assert_eq!(range_for_timestamp(-1, 7_200_000), 7_200_000);
+    }
+
+    #[test]
+    fn label_validation_names_the_problem() {
+        assert_eq!(validate_labels(&[]), Err(InvalidLabels::NoLabels));
+        assert_eq!(validate_labels(&[("", "x")]), Err(InvalidLabels::EmptyName));
+        assert_eq!(
+            validate_labels(&[("a", "")]),
+            Err(InvalidLabels::EmptyValue)
+        );
+        assert_eq!(
+            validate_labels(&[("b", "x"), ("a", "y")]),
+            Err(InvalidLabels::Unsorted)
+        );
+        assert_eq!(
+            validate_labels(&[("a", "x"), ("a", "y")]),
+            Err(InvalidLabels::DuplicateName)
+        );
+        assert_eq!(validate_labels(&[("a", "x"), ("b", "y")]), Ok(()));
+    }
+}

@@ -1,0 +1,704 @@
+//! Write-ahead log in Prometheus's `wlog` format: `wal/00000000`, `wal/00000001`, …
+//!
+//! Two layers (as in Prometheus): [`segment`] frames opaque records into 32 KiB pages with
+//! CRC32C; [`record`] encodes series, samples and tombstones. This module owns the files:
+//! rotation, the sync policy, group commit, poisoning, replay and repair.
+//!
+//! # Invariants
+//! - A record is acknowledged (the `log*` call returns `Ok`) only after its bytes were written
+//!   and — under [`SyncPolicy::Always`] — fsynced. Concurrent writers share one fsync: the first
+//!   to need one becomes the leader and syncs everything written so far; the others find their
+//!   record already covered (group commit).
+//! - A failed write or fsync **poisons** the writer: every later call fails with
+//!   [`WalError::Poisoned`] until [`Wal::recover`] has cut the damaged tail and opened a fresh
+//!   segment. A failed fsync is never retried: the kernel may have dropped the dirty pages.
+//! - Every open starts a new segment after the last one (never appends to an old file), as
+//!   Prometheus does, so a torn tail from a crash is never written over.
+//! - Replay stops at the first torn or corrupt record; repair truncates that segment where the
+//!   record starts and deletes every later segment (causality: later records may depend on the
+//!   lost one), exactly Prometheus's `WL.Repair` semantics, then counts the repair.
+
+pub mod fs;
+pub mod record;
+pub mod segment;
+
+use std::fs::File;
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use self::fs::{FileSystem, SegmentFile};
+use self::segment::{Framer, ReadError, SegmentReader};
+
+/// Default segment size, as in Prometheus.
+pub const DEFAULT_SEGMENT_SIZE: usize = 128 * 1024 * 1024;
+/// Largest record replay accepts after decompression; a snappy header claiming more is treated
+/// as corruption instead of an allocation.
+pub const MAX_RECORD_SIZE: usize = 512 * 1024 * 1024;
+
+/// When the WAL fsyncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// fsync before every acknowledgement (group commit shares one fsync among concurrent
+    /// writers). A 2xx survives power loss.
+    #[default]
+    Always,
+    /// fsync in the background at most this often; a crash of the machine can lose up to this
+    /// much acknowledged data (a crash of the process loses nothing).
+    Interval(Duration),
+    /// Never fsync except when a segment is closed; the OS decides.
+    Never,
+}
+
+impl std::str::FromStr for SyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(SyncPolicy::Always),
+            "never" => Ok(SyncPolicy::Never),
+            other => crate::tsdb::parse_duration(other)
+                .filter(|d| !d.is_zero())
+                .map(SyncPolicy::Interval)
+                .ok_or_else(|| format!("invalid WAL sync policy {other:?}: want always, never or a duration like 100ms")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    pub segment_size: usize,
+    pub sync: SyncPolicy,
+    /// Snappy-compress records when that makes them smaller (Prometheus's default since 2.20).
+    pub compress: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            sync: SyncPolicy::Always,
+            compress: true,
+        }
+    }
+}
+
+/// Why the writer refuses to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoisonCause {
+    WriteFailed,
+    SyncFailed,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalError {
+    #[error("WAL is poisoned after a failed {} on segment {segment}: {detail}; writes are refused until a fresh segment is opened",
+        if *.cause == PoisonCause::WriteFailed { "write" } else { "fsync" })]
+    Poisoned {
+        cause: PoisonCause,
+        segment: u64,
+        detail: String,
+    },
+    #[error("WAL {op} failed for {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("WAL segments are not contiguous: {0}")]
+    Gap(String),
+    #[error("WAL is closed")]
+    Closed,
+    #[error("WAL opened a fresh segment during this write; retry")]
+    EpochChanged,
+}
+
+impl WalError {
+    fn io(op: &'static str, path: &Path, source: io::Error) -> WalError {
+        WalError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Counters the WAL keeps for `/metrics` (read with `Relaxed`; they are statistics).
+#[derive(Debug, Default)]
+pub struct WalStats {
+    pub fsyncs: AtomicU64,
+    pub fsync_nanos: AtomicU64,
+    pub writes_failed: AtomicU64,
+    pub records_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub corruptions_repaired: AtomicU64,
+    pub segment: AtomicU64,
+}
+
+/// What replay found.
+#[derive(Debug, Default, Clone)]
+pub struct ReplayReport {
+    pub segments: u64,
+    pub records: u64,
+    pub bytes: u64,
+    /// Set when a torn or corrupt record was found and repaired.
+    pub repaired: Option<Repair>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Repair {
+    pub segment: u64,
+    pub offset: u64,
+    pub error: String,
+    pub segments_deleted: u64,
+    pub bytes_dropped: u64,
+}
+
+/// The record handler passed to [`Wal::open`] may reject a record it cannot decode; replay then
+/// treats that record as corrupt (Prometheus does the same).
+pub type ReplayResult = Result<(), String>;
+
+struct Writer {
+    seg_index: u64,
+    file: Arc<dyn SegmentFile>,
+    framer: Framer,
+    /// End of the last complete, successful write to `file`.
+    good_pos: u64,
+    /// Number of successful `log` calls; also the "LSN" group commit compares.
+    lsn: u64,
+    poisoned: Option<(PoisonCause, u64, String)>,
+    closed: bool,
+    out: Vec<u8>,
+    compressed: Vec<u8>,
+    encoder: snap::raw::Encoder,
+}
+
+struct Shared {
+    dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    opts: WalOptions,
+    w: Mutex<Writer>,
+    /// Serialises fsyncs; the holder is the group-commit leader.
+    sync_lock: Mutex<()>,
+    synced_lsn: AtomicU64,
+    /// Bumped whenever a fresh segment replaces a poisoned one: callers that remember "this was
+    /// logged" must log it again (see `Head`'s per-series epoch).
+    epoch: AtomicU32,
+    stats: WalStats,
+    stop: Mutex<bool>,
+    stop_cv: Condvar,
+    poisoned: AtomicBool,
+}
+
+/// The write-ahead log. Cheap to share (`&Wal` is `Sync`).
+pub struct Wal {
+    shared: Arc<Shared>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub fn segment_name(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("{index:08}"))
+}
+
+/// Segment indexes in `dir`, ascending. Names that are not 8 digits are ignored.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.len() == 8
+            && name.bytes().all(|b| b.is_ascii_digit())
+            && entry.file_type()?.is_file()
+        {
+            if let Ok(i) = name.parse() {
+                out.push(i);
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+impl Wal {
+    /// Open the WAL in `dir` (created if missing): replay every record into `on_record`, repair
+    /// a torn or corrupt tail, then open a fresh segment for writing.
+    pub fn open(
+        dir: &Path,
+        opts: WalOptions,
+        fs: Arc<dyn FileSystem>,
+        on_record: impl FnMut(&[u8]) -> ReplayResult,
+    ) -> Result<(Wal, ReplayReport), WalError> {
+        std::fs::create_dir_all(dir).map_err(|e| WalError::io("create dir", dir, e))?;
+        crate::tsdb::fileutil::remove_tmp_leftovers(dir)
+            .map_err(|e| WalError::io("clean leftovers", dir, e))?;
+        let report = replay_and_repair(dir, on_record)?;
+        let segs = list_segments(dir).map_err(|e| WalError::io("list segments", dir, e))?;
+        let next = segs.last().map_or(0, |&i| i + 1);
+        let path = segment_name(dir, next);
+        let file = fs
+            .create_segment(&path)
+            .map_err(|e| WalError::io("create segment", &path, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| WalError::io("fsync dir", dir, e))?;
+        let stats = WalStats::default();
+        stats.segment.store(next, Ordering::Relaxed);
+        if report.repaired.is_some() {
+            stats.corruptions_repaired.store(1, Ordering::Relaxed);
+        }
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            fs,
+            w: Mutex::new(Writer {
+                seg_index: next,
+                file,
+                framer: Framer::new(opts.segment_size),
+                good_pos: 0,
+                lsn: 0,
+                poisoned: None,
+                closed: false,
+                out: Vec::new(),
+                compressed: Vec::new(),
+                encoder: snap::raw::Encoder::new(),
+            }),
+            opts,
+            sync_lock: Mutex::new(()),
+            synced_lsn: AtomicU64::new(0),
+            epoch: AtomicU32::new(0),
+            stats,
+            stop: Mutex::new(false),
+            stop_cv: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+        });
+        let syncer = match shared.opts.sync {
+            SyncPolicy::Interval(every) => {
+                let s = Arc::clone(&shared);
+                Some(
+                    std::thread::Builder::new()
+                        .name("cairn-wal-sync".into())
+                        .spawn(move || s.background_sync(every))
+                        .map_err(|e| WalError::io("spawn sync thread", dir, e))?,
+                )
+            }
+            _ => None,
+        };
+        Ok((
+            Wal {
+                shared,
+                syncer: Mutex::new(syncer),
+            },
+            report,
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    pub fn stats(&self) -> &WalStats {
+        &self.shared.stats
+    }
+
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.shared.opts.sync
+    }
+
+    /// Changes whenever a fresh segment replaces a poisoned one.
+    pub fn epoch(&self) -> u32 {
+        self.shared.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Write `records` (in order, to one segment each) and make them as durable as the sync
+    /// policy promises. `Ok` means the caller may acknowledge.
+    pub fn log(&self, records: &[&[u8]]) -> Result<(), WalError> {
+        self.log_in_epoch(records, self.epoch())
+    }
+
+    /// [`Wal::log`], refusing with [`WalError::EpochChanged`] if a fresh segment replaced a
+    /// poisoned one since the caller read `epoch` (its records may lean on ones that were lost).
+    pub fn log_in_epoch(&self, records: &[&[u8]], epoch: u32) -> Result<(), WalError> {
+        let (lsn, epoch) = self.shared.write(records, epoch)?;
+        if self.shared.opts.sync == SyncPolicy::Always {
+            self.shared.sync_to(lsn, epoch)?;
+        }
+        Ok(())
+    }
+
+    /// fsync everything written so far.
+    pub fn sync(&self) -> Result<(), WalError> {
+        let lsn = self.shared.w.lock().lsn;
+        self.shared.sync_to(lsn, self.epoch())
+    }
+
+    /// After a poisoning: cut the damaged tail of the current segment, open a fresh segment and
+    /// accept writes again. Does nothing if the writer is healthy.
+    pub fn recover(&self) -> Result<(), WalError> {
+        let sh = &self.shared;
+        let mut w = sh.w.lock();
+        if w.closed {
+            return Err(WalError::Closed);
+        }
+        let Some((cause, seg, _)) = w.poisoned.clone() else {
+            return Ok(());
+        };
+        let old = segment_name(&sh.dir, seg);
+        if cause == PoisonCause::WriteFailed {
+            // A short write may have left half a record: cut back to the last complete write so
+            // replay does not stop (and drop later segments) there.
+            w.file
+                .truncate(w.good_pos)
+                .map_err(|e| WalError::io("truncate torn tail", &old, e))?;
+        }
+        let next = w.seg_index + 1;
+        let path = segment_name(&sh.dir, next);
+        let file = sh
+            .fs
+            .create_segment(&path)
+            .map_err(|e| WalError::io("create segment", &path, e))?;
+        sh.fs
+            .sync_dir(&sh.dir)
+            .map_err(|e| WalError::io("fsync dir", &sh.dir, e))?;
+        w.file = file;
+        w.seg_index = next;
+        w.framer.reset();
+        w.good_pos = 0;
+        w.poisoned = None;
+        sh.stats.segment.store(next, Ordering::Relaxed);
+        // Writers still waiting for a sync of the old segment carry the old epoch and fail;
+        // the epoch moves before the synced mark so nobody sees the mark without the epoch.
+        sh.epoch.fetch_add(1, Ordering::AcqRel);
+        sh.synced_lsn.fetch_max(w.lsn, Ordering::AcqRel);
+        sh.poisoned.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// Pad the last page, fsync and stop writing. Later calls fail with [`WalError::Closed`].
+    pub fn close(&self) -> Result<(), WalError> {
+        {
+            let mut stop = self.shared.stop.lock();
+            *stop = true;
+            self.shared.stop_cv.notify_all();
+        }
+        if let Some(h) = self.syncer.lock().take() {
+            let _ = h.join();
+        }
+        let sh = &self.shared;
+        let mut w = sh.w.lock();
+        if w.closed {
+            return Ok(());
+        }
+        w.closed = true;
+        if let Some((cause, segment, detail)) = w.poisoned.clone() {
+            return Err(WalError::Poisoned {
+                cause,
+                segment,
+                detail,
+            });
+        }
+        let w = &mut *w;
+        w.out.clear();
+        w.framer.pad_page(&mut w.out);
+        let path = segment_name(&sh.dir, w.seg_index);
+        if !w.out.is_empty() {
+            w.file
+                .write_all(&w.out)
+                .map_err(|e| WalError::io("write", &path, e))?;
+        }
+        w.file.sync().map_err(|e| WalError::io("fsync", &path, e))?;
+        Ok(())
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl Shared {
+    fn poison(&self, w: &mut Writer, cause: PoisonCause, detail: String) -> WalError {
+        self.stats.writes_failed.fetch_add(1, Ordering::Relaxed);
+        w.poisoned = Some((cause.clone(), w.seg_index, detail.clone()));
+        self.poisoned.store(true, Ordering::Release);
+        WalError::Poisoned {
+            cause,
+            segment: w.seg_index,
+            detail,
+        }
+    }
+
+    /// Frame and write `records`; returns the LSN the caller must see synced, and the epoch it
+    /// was written in.
+    fn write(&self, records: &[&[u8]], epoch: u32) -> Result<(u64, u32), WalError> {
+        let mut guard = self.w.lock();
+        let w = &mut *guard;
+        if w.closed {
+            return Err(WalError::Closed);
+        }
+        if let Some((cause, segment, detail)) = w.poisoned.clone() {
+            return Err(WalError::Poisoned {
+                cause,
+                segment,
+                detail,
+            });
+        }
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return Err(WalError::EpochChanged);
+        }
+        w.out.clear();
+        for rec in records {
+            let mut compressed_len = None;
+            if self.opts.compress && rec.len() > 64 {
+                w.compressed
+                    .resize(snap::raw::max_compress_len(rec.len()), 0);
+                if let Ok(n) = w.encoder.compress(rec, &mut w.compressed) {
+                    compressed_len = Some(n).filter(|&n| n < rec.len());
+                }
+            }
+            if w.framer
+                .needs_new_segment(compressed_len.unwrap_or(rec.len()))
+            {
+                // What this call framed so far goes to the current segment, then rotate.
+                self.rotate(w)?;
+            }
+            match compressed_len {
+                Some(n) => w.framer.frame(&mut w.out, &w.compressed[..n], true),
+                None => w.framer.frame(&mut w.out, rec, false),
+            }
+        }
+        self.flush_out(w)?;
+        w.lsn += 1;
+        self.stats
+            .records_written
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        Ok((w.lsn, self.epoch.load(Ordering::Acquire)))
+    }
+
+    fn flush_out(&self, w: &mut Writer) -> Result<(), WalError> {
+        if w.out.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = w.file.write_all(&w.out) {
+            let detail = e.to_string();
+            return Err(self.poison(w, PoisonCause::WriteFailed, detail));
+        }
+        w.good_pos += w.out.len() as u64;
+        self.stats
+            .bytes_written
+            .fetch_add(w.out.len() as u64, Ordering::Relaxed);
+        w.out.clear();
+        Ok(())
+    }
+
+    /// Close the current segment (pad, write, fsync) and start the next one.
+    fn rotate(&self, w: &mut Writer) -> Result<(), WalError> {
+        w.framer.pad_page(&mut w.out);
+        self.flush_out(w)?;
+        if let Err(e) = w.file.sync() {
+            return Err(self.poison(w, PoisonCause::SyncFailed, e.to_string()));
+        }
+        let next = w.seg_index + 1;
+        let path = segment_name(&self.dir, next);
+        let file = match self.fs.create_segment(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                return Err(self.poison(
+                    w,
+                    PoisonCause::WriteFailed,
+                    format!("create {}: {e}", path.display()),
+                ))
+            }
+        };
+        if let Err(e) = self.fs.sync_dir(&self.dir) {
+            return Err(self.poison(w, PoisonCause::SyncFailed, format!("fsync dir: {e}")));
+        }
+        // Everything up to here is durable now.
+        self.synced_lsn.fetch_max(w.lsn, Ordering::AcqRel);
+        w.file = file;
+        w.seg_index = next;
+        w.framer.reset();
+        w.good_pos = 0;
+        self.stats.segment.store(next, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Make sure everything up to `lsn` is fsynced. The first caller to need a sync does it for
+    /// everyone written so far (group commit).
+    fn sync_to(&self, lsn: u64, epoch: u32) -> Result<(), WalError> {
+        let covered = || -> Option<Result<(), WalError>> {
+            if self.synced_lsn.load(Ordering::Acquire) < lsn {
+                return None;
+            }
+            if self.epoch.load(Ordering::Acquire) == epoch {
+                return Some(Ok(()));
+            }
+            // Written to a segment that was abandoned after a failure: never durable.
+            Some(Err(WalError::Poisoned {
+                cause: PoisonCause::SyncFailed,
+                segment: self.stats.segment.load(Ordering::Relaxed),
+                detail: "the segment holding this write was abandoned after a failure".into(),
+            }))
+        };
+        if let Some(r) = covered() {
+            return r;
+        }
+        let _leader = self.sync_lock.lock();
+        if let Some(r) = covered() {
+            return r;
+        }
+        let (target, file, seg) = {
+            let w = self.w.lock();
+            if let Some((cause, segment, detail)) = w.poisoned.clone() {
+                return Err(WalError::Poisoned {
+                    cause,
+                    segment,
+                    detail,
+                });
+            }
+            if self.epoch.load(Ordering::Acquire) != epoch {
+                return Err(WalError::Poisoned {
+                    cause: PoisonCause::SyncFailed,
+                    segment: w.seg_index,
+                    detail: "the segment holding this write was abandoned after a failure".into(),
+                });
+            }
+            (w.lsn, Arc::clone(&w.file), w.seg_index)
+        };
+        let start = Instant::now();
+        let res = file.sync();
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .fsync_nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match res {
+            Ok(()) => {
+                self.synced_lsn.fetch_max(target, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(e) => {
+                let mut w = self.w.lock();
+                // Only poison the segment that failed; a recovery may already have moved on.
+                if w.seg_index == seg && w.poisoned.is_none() {
+                    Err(self.poison(&mut w, PoisonCause::SyncFailed, e.to_string()))
+                } else {
+                    Err(WalError::Poisoned {
+                        cause: PoisonCause::SyncFailed,
+                        segment: seg,
+                        detail: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    fn background_sync(&self, every: Duration) {
+        loop {
+            {
+                let mut stop = self.stop.lock();
+                if *stop {
+                    return;
+                }
+                self.stop_cv.wait_for(&mut stop, every);
+                if *stop {
+                    return;
+                }
+            }
+            let lsn = self.w.lock().lsn;
+            // Errors poison the writer; appends report them.
+            let _ = self.sync_to(lsn, self.epoch.load(Ordering::Acquire));
+        }
+    }
+}
+
+/// Replay every segment in order; on the first torn or corrupt record, repair and stop.
+fn replay_and_repair(
+    dir: &Path,
+    mut on_record: impl FnMut(&[u8]) -> ReplayResult,
+) -> Result<ReplayReport, WalError> {
+    let segs = list_segments(dir).map_err(|e| WalError::io("list segments", dir, e))?;
+    for pair in segs.windows(2) {
+        if let [a, b] = pair {
+            if b != &(a + 1) {
+                return Err(WalError::Gap(format!(
+                    "segment {a:08} is followed by {b:08} in {}; move the later segments away to start",
+                    dir.display()
+                )));
+            }
+        }
+    }
+    let mut report = ReplayReport::default();
+    for (i, &seg) in segs.iter().enumerate() {
+        let path = segment_name(dir, seg);
+        let file = File::open(&path).map_err(|e| WalError::io("open segment", &path, e))?;
+        let mut r = SegmentReader::new(
+            BufReader::with_capacity(segment::PAGE_SIZE * 4, file),
+            MAX_RECORD_SIZE,
+        );
+        report.segments += 1;
+        let failure = loop {
+            match r.next_record() {
+                Ok(Some(rec)) => {
+                    report.records += 1;
+                    report.bytes += rec.len() as u64;
+                    if let Err(reason) = on_record(rec) {
+                        break Some(ReadError::Corrupt {
+                            offset: r.record_offset(),
+                            reason,
+                        });
+                    }
+                }
+                Ok(None) => break None,
+                Err(ReadError::Io { kind, .. }) => {
+                    return Err(WalError::io("read segment", &path, io::Error::from(kind)));
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        let Some(err) = failure else { continue };
+        let later = segs.get(i + 1..).unwrap_or_default();
+        report.repaired = Some(repair(dir, seg, later, &err)?);
+        break;
+    }
+    Ok(report)
+}
+
+/// Truncate `seg` where the damaged record starts and delete every later segment.
+fn repair(dir: &Path, seg: u64, later: &[u64], err: &ReadError) -> Result<Repair, WalError> {
+    let offset = err.offset();
+    let path = segment_name(dir, seg);
+    let mut dropped = 0u64;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| WalError::io("open for repair", &path, e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| WalError::io("stat", &path, e))?
+        .len();
+    dropped += len.saturating_sub(offset);
+    f.set_len(offset)
+        .map_err(|e| WalError::io("truncate", &path, e))?;
+    f.sync_all().map_err(|e| WalError::io("fsync", &path, e))?;
+    for &s in later {
+        let p = segment_name(dir, s);
+        dropped += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        std::fs::remove_file(&p).map_err(|e| WalError::io("delete segment", &p, e))?;
+    }
+    crate::tsdb::fileutil::fsync_dir(dir).map_err(|e| WalError::io("fsync dir", dir, e))?;
+    Ok(Repair {
+        segment: seg,
+        offset,
+        error: err.to_string(),
+        segments_deleted: later.len() as u64,
+        bytes_dropped: dropped,
+    })
+}
