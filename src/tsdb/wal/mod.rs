@@ -169,6 +169,8 @@ struct Writer {
     framer: Framer,
     /// End of the last complete, successful write to `file`.
     good_pos: u64,
+    /// End of what the last successful fsync of `file` covered.
+    synced_pos: u64,
     /// Number of successful `log` calls; also the "LSN" group commit compares.
     lsn: u64,
     poisoned: Option<(PoisonCause, u64, String)>,
@@ -259,6 +261,7 @@ impl Wal {
                 file,
                 framer: Framer::new(opts.segment_size),
                 good_pos: 0,
+                synced_pos: 0,
                 lsn: 0,
                 poisoned: None,
                 closed: false,
@@ -347,17 +350,21 @@ impl Wal {
         if w.closed {
             return Err(WalError::Closed);
         }
-        let Some((cause, seg, _)) = w.poisoned.clone() else {
+        let Some((_, seg, _)) = w.poisoned.clone() else {
             return Ok(());
         };
         let old = segment_name(&sh.dir, seg);
-        if cause == PoisonCause::WriteFailed {
-            // A short write may have left half a record: cut back to the last complete write so
-            // replay does not stop (and drop later segments) there.
-            w.file
-                .truncate(w.good_pos)
-                .map_err(|e| WalError::io("truncate torn tail", &old, e))?;
-        }
+        // Cut what was never acknowledged: under `always` everything after the last good fsync,
+        // otherwise only a torn write. Replay then sees exactly what memory holds, and does not
+        // stop (dropping later segments) at a half-written record.
+        let keep = if sh.opts.sync == SyncPolicy::Always {
+            w.synced_pos
+        } else {
+            w.good_pos
+        };
+        w.file
+            .truncate(keep)
+            .map_err(|e| WalError::io("truncate unacknowledged tail", &old, e))?;
         let next = w.seg_index + 1;
         let path = segment_name(&sh.dir, next);
         let file = sh
@@ -371,6 +378,7 @@ impl Wal {
         w.seg_index = next;
         w.framer.reset();
         w.good_pos = 0;
+        w.synced_pos = 0;
         w.poisoned = None;
         sh.stats.segment.store(next, Ordering::Relaxed);
         // Writers still waiting for a sync of the old segment carry the old epoch and fail;
@@ -527,6 +535,7 @@ impl Shared {
         w.seg_index = next;
         w.framer.reset();
         w.good_pos = 0;
+        w.synced_pos = 0;
         self.stats.segment.store(next, Ordering::Relaxed);
         Ok(())
     }
@@ -555,7 +564,7 @@ impl Shared {
         if let Some(r) = covered() {
             return r;
         }
-        let (target, file, seg) = {
+        let (target, file, seg, pos) = {
             let w = self.w.lock();
             if let Some((cause, segment, detail)) = w.poisoned.clone() {
                 return Err(WalError::Poisoned {
@@ -571,7 +580,7 @@ impl Shared {
                     detail: "the segment holding this write was abandoned after a failure".into(),
                 });
             }
-            (w.lsn, Arc::clone(&w.file), w.seg_index)
+            (w.lsn, Arc::clone(&w.file), w.seg_index, w.good_pos)
         };
         let start = Instant::now();
         let res = file.sync();
@@ -581,6 +590,12 @@ impl Shared {
             .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         match res {
             Ok(()) => {
+                {
+                    let mut w = self.w.lock();
+                    if w.seg_index == seg {
+                        w.synced_pos = w.synced_pos.max(pos);
+                    }
+                }
                 self.synced_lsn.fetch_max(target, Ordering::AcqRel);
                 Ok(())
             }
