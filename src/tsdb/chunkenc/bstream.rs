@@ -97,6 +97,35 @@ impl BitWriter {
         }
     }
 
+    /// Writes `plen` bits of `prefix` as Go `writeBit` calls would, then
+    /// `n` bits of `u` as one Go `writeBits(u, n)` call, in a single write
+    /// when they fit in 64 bits. `prefix` must not have bits above `plen`.
+    #[inline]
+    pub fn write_prefixed(&mut self, prefix: u64, plen: u32, u: u64, n: u32) {
+        debug_assert!(plen <= 64 && n <= 64);
+        debug_assert!(plen == 64 || prefix >> plen == 0);
+        if plen == 0 {
+            self.write_bits(u, n);
+        } else if n == 0 {
+            self.write_bits_unpadded(prefix, plen);
+        } else if plen + n <= 64 {
+            // Bit offset in the current byte after the prefix.
+            let offset = (8 - u32::from(self.count)) + plen;
+            // 0 < n < 64 here.
+            let combined = (prefix << n) | (u & (u64::MAX >> (64 - n)));
+            self.write_bits_unpadded(combined, plen + n);
+            if offset & 7 == 0 && n >= 8 && n & 7 == 0 {
+                // The writeBits call started on a byte boundary: Go's last
+                // writeByte left an empty byte (see `write_bits`).
+                self.stream.push(0);
+                self.count = 8;
+            }
+        } else {
+            self.write_bits_unpadded(prefix, plen);
+            self.write_bits(u, n);
+        }
+    }
+
     /// Writes the `nbits` (`<= 64`) right-most bits of `u` contiguously,
     /// appending a byte only when the last one is full (Go's `writeBit`
     /// semantics, without a per-bit loop).
@@ -124,9 +153,11 @@ impl BitWriter {
         }
         // Byte aligned now, 1..=64 bits left.
         let nbytes = n.div_ceil(8);
-        let bytes = u.to_be_bytes();
-        self.stream
-            .extend_from_slice(&bytes[..(nbytes as usize).min(8)]);
+        // A fixed-size copy followed by a truncate is cheaper than a
+        // variable-length copy.
+        let len = self.stream.len();
+        self.stream.extend_from_slice(&u.to_be_bytes());
+        self.stream.truncate(len + nbytes as usize);
         self.count = (nbytes * 8 - n) as u8;
     }
 }
@@ -207,35 +238,36 @@ impl<'a> BitReader<'a> {
         self.buf
     }
 
-    /// Reads `n` bits (`1..=64`) into the low bits of the result.
+    /// Reads `n` bits (`0..=64`) into the low bits of the result.
     #[inline(always)]
     pub fn read_bits(&mut self, n: u32) -> Option<u64> {
-        if n <= self.valid && n > 0 {
-            // n <= valid < 64: both shifts are in range.
-            let v = self.buf >> (64 - n);
-            self.buf <<= n;
-            self.valid -= n;
-            Some(v)
-        } else {
-            self.read_bits_slow(n)
+        if n > self.valid {
+            self.refill();
+            if n > self.valid {
+                return self.read_bits_slow(n);
+            }
         }
+        // n <= valid < 64. The double shift yields 0 for n == 0.
+        let v = (self.buf >> 1) >> (63 - n);
+        self.buf <<= n;
+        self.valid -= n;
+        Some(v)
     }
 
+    /// Reads that need more bits than the buffer holds after a refill:
+    /// widths above 56 bits, or the end of the data.
+    #[cold]
     #[inline(never)]
     fn read_bits_slow(&mut self, n: u32) -> Option<u64> {
-        if n == 0 {
-            return Some(0);
-        }
-        if n > 64 {
+        if n > 64 || n as usize > self.remaining_bits() {
             return None;
         }
-        self.refill();
         let mut need = n;
         let mut out = 0u64;
         loop {
             let take = need.min(self.valid);
             if take > 0 {
-                // take <= valid < 64
+                // 0 < take <= valid < 64
                 out = (out << take) | (self.buf >> (64 - take));
                 self.buf <<= take;
                 self.valid -= take;
@@ -358,6 +390,47 @@ mod tests {
                 }
                 assert_eq!(w.bytes(), &go.stream[..]);
                 assert_eq!(w.count(), go.count);
+            }
+        }
+    }
+
+    #[test]
+    fn write_prefixed_equals_separate_writes() {
+        // Every starting state (empty, partial byte at each offset, and the
+        // empty trailing byte), prefix width and payload width.
+        let mut starts: Vec<BitWriter> = vec![BitWriter::new(vec![0, 0])];
+        for k in 1..8 {
+            let mut w = BitWriter::new(vec![0, 0]);
+            w.write_bits_unpadded(0x55, k);
+            starts.push(w);
+        }
+        let mut w = BitWriter::new(vec![0, 0]);
+        w.write_byte(0xa5);
+        assert_eq!(w.count(), 8);
+        starts.push(w);
+
+        for start in &starts {
+            for plen in 0..=24u32 {
+                for n in 0..=64u32 {
+                    let prefix = if plen == 0 {
+                        0
+                    } else {
+                        0x00ab_cdefu64 & (u64::MAX >> (64 - plen))
+                    };
+                    let u = 0xfedc_ba98_7654_3210u64;
+                    let mut a = start.clone();
+                    a.write_prefixed(prefix, plen, u, n);
+                    let mut b = start.clone();
+                    b.write_bits_unpadded(prefix, plen);
+                    b.write_bits(u, n);
+                    assert_eq!(
+                        a.bytes(),
+                        b.bytes(),
+                        "count {} plen {plen} n {n}",
+                        start.count()
+                    );
+                    assert_eq!(a.count(), b.count());
+                }
             }
         }
     }

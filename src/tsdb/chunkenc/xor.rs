@@ -79,30 +79,29 @@ impl XorChunk {
                 for &byte in &buf[..n] {
                     self.b.write_byte(byte);
                 }
-                self.write_v_delta(v);
+                self.write_v_delta(v, 0, 0);
             }
             _ => {
                 t_delta = t.wrapping_sub(self.t) as u64;
                 let dod = t_delta.wrapping_sub(self.t_delta) as i64;
-                // Go writes the prefix and the payload with two writeBits
-                // calls; as neither width is a multiple of 8 (except the
-                // 64-bit payload) they can be merged without changing bytes.
-                if dod == 0 {
-                    self.b.write_bits_unpadded(0, 1);
+                // Go writes the bucket prefix and the payload with two
+                // writeBits calls. Neither width is a multiple of 8 (except
+                // the 64-bit payload), so they act like writeBit calls and
+                // are merged here with the value's control bits.
+                let (prefix, plen) = if dod == 0 {
+                    (0, 1)
                 } else if bit_range(dod, 14) {
-                    let payload = dod as u64 & ((1 << 14) - 1);
-                    self.b.write_bits_unpadded((0b10 << 14) | payload, 16);
+                    ((0b10 << 14) | (dod as u64 & ((1 << 14) - 1)), 16)
                 } else if bit_range(dod, 17) {
-                    let payload = dod as u64 & ((1 << 17) - 1);
-                    self.b.write_bits_unpadded((0b110 << 17) | payload, 20);
+                    ((0b110 << 17) | (dod as u64 & ((1 << 17) - 1)), 20)
                 } else if bit_range(dod, 20) {
-                    let payload = dod as u64 & ((1 << 20) - 1);
-                    self.b.write_bits_unpadded((0b1110 << 20) | payload, 24);
+                    ((0b1110 << 20) | (dod as u64 & ((1 << 20) - 1)), 24)
                 } else {
                     self.b.write_bits_unpadded(0b1111, 4);
                     self.b.write_bits(dod as u64, 64);
-                }
-                self.write_v_delta(v);
+                    (0, 0)
+                };
+                self.write_v_delta(v, prefix, plen);
             }
         }
 
@@ -113,10 +112,13 @@ impl XorChunk {
         self.b.bytes_mut()[..2].copy_from_slice(&count);
     }
 
-    fn write_v_delta(&mut self, v: u64) {
+    /// Writes the XOR value, preceded by `plen` (<= 24) bits of `prefix`
+    /// that Go writes with `writeBit`-like calls.
+    #[inline]
+    fn write_v_delta(&mut self, v: u64, prefix: u64, plen: u32) {
         let delta = v ^ self.v;
         if delta == 0 {
-            self.b.write_bits_unpadded(0, 1);
+            self.b.write_bits_unpadded(prefix << 1, plen + 1);
             return;
         }
         // Clamp leading zeros to what fits in 5 bits.
@@ -125,19 +127,19 @@ impl XorChunk {
 
         if self.leading != NO_WINDOW && leading >= self.leading && trailing >= self.trailing {
             // Control bits `10`, then the delta inside the existing window.
-            self.b.write_bits_unpadded(0b10, 2);
             let sig = 64 - u32::from(self.leading) - u32::from(self.trailing);
-            self.b.write_bits(delta >> self.trailing, sig);
+            self.b
+                .write_prefixed((prefix << 2) | 0b10, plen + 2, delta >> self.trailing, sig);
         } else {
             self.leading = leading;
             self.trailing = trailing;
             let sig = 64 - u32::from(leading) - u32::from(trailing);
             // Control bits `11`, 5 bits of leading zeros, 6 bits of
             // significant bits (64 is written as 0). Go writes these with
-            // calls narrower than 8 bits, so they merge into one write.
+            // calls narrower than 8 bits, so they merge with the prefix.
             let header = (0b11 << 11) | (u64::from(leading) << 6) | u64::from(sig & 63);
-            self.b.write_bits_unpadded(header, 13);
-            self.b.write_bits(delta >> trailing, sig);
+            self.b
+                .write_prefixed((prefix << 13) | header, plen + 13, delta >> trailing, sig);
         }
     }
 
@@ -225,16 +227,19 @@ pub struct XorIterator<'a> {
     br: BitReader<'a>,
     num_total: u16,
     num_read: u16,
+    /// Samples to decode: `num_total`, or `num_read` once an error occurred.
+    end: u16,
     t: i64,
     /// Bits of the current value.
     val: u64,
     t_delta: u64,
     /// Current value window: significant bits (1..=64) and the shift of the
-    /// window's lowest bit. `shift` is `None` when the window read from the
-    /// data does not fit in 64 bits; Go's arithmetic then shifts by a value
-    /// >= 64, XOR-ing in zero, and this mirrors it.
+    /// window's lowest bit. `mask` is zero when a window read from the data
+    /// does not fit in 64 bits: Go's arithmetic then shifts by a value >= 64,
+    /// XOR-ing in zero, and this mirrors it.
     mbits: u32,
-    shift: Option<u32>,
+    shift: u32,
+    mask: u64,
     err: Option<DecodeError>,
 }
 
@@ -253,11 +258,13 @@ impl<'a> XorIterator<'a> {
             br: BitReader::new(body),
             num_total,
             num_read: 0,
+            end: num_total,
             t: 0,
             val: 0,
             t_delta: 0,
             mbits: 64,
-            shift: Some(0),
+            shift: 0,
+            mask: u64::MAX,
             err: None,
         }
     }
@@ -275,6 +282,7 @@ impl<'a> XorIterator<'a> {
     #[cold]
     fn fail(&mut self, e: DecodeError) -> Option<(i64, f64)> {
         self.err = Some(e);
+        self.end = self.num_read;
         None
     }
 
@@ -307,18 +315,22 @@ impl<'a> XorIterator<'a> {
     }
 
     /// Decodes one delta-of-delta timestamp and XOR value.
+    ///
+    /// Prefixes are decoded from a peek at the buffered bits. Every read is
+    /// still bounds checked: prefix bits peeked past the end of the data
+    /// read as zero, which always makes the following checked read fail.
     #[inline(always)]
     fn read_sample(&mut self) -> Option<()> {
-        // Number of leading ones selects the bucket (at most 4 are looked at).
-        let ones = (!self.br.peek(4)).leading_zeros();
+        // The number of leading ones selects the bucket (at most 4 count).
+        let ones = (!self.br.peek(24)).leading_zeros();
         let dod: i64 = match ones {
             0 => {
                 self.br.read_bits(1)?;
                 0
             }
-            1 => sign_extend(self.br.read_bits(16)?, 14),
-            2 => sign_extend(self.br.read_bits(20)?, 17),
-            3 => sign_extend(self.br.read_bits(24)?, 20),
+            1 => sign_extend(self.br.read_bits(2 + 14)?, 14),
+            2 => sign_extend(self.br.read_bits(3 + 17)?, 17),
+            3 => sign_extend(self.br.read_bits(4 + 20)?, 20),
             _ => {
                 self.br.read_bits(4)?;
                 self.br.read_bits(64)? as i64
@@ -331,44 +343,43 @@ impl<'a> XorIterator<'a> {
 
     #[inline(always)]
     fn read_value(&mut self) -> Option<()> {
-        let ctrl = self.br.peek(2) >> 62;
-        if ctrl < 0b10 {
-            // Value unchanged.
+        // `0`: unchanged; `10`: reuse window; `11` + 5 bits leading zeros +
+        // 6 bits significant bits: new window.
+        let peek = self.br.peek(13);
+        if peek >> 63 == 0 {
             self.br.read_bits(1)?;
             return Some(());
         }
-        if ctrl == 0b10 {
+        if peek >> 62 == 0b10 {
             self.br.read_bits(2)?;
         } else {
-            // `11`, 5 bits of leading zeros, 6 bits of significant bits.
-            let h = self.br.read_bits(13)?;
-            let leading = ((h >> 6) & 0x1f) as u32;
-            let mut mbits = (h & 0x3f) as u32;
+            let header = self.br.read_bits(13)? as u32;
+            let leading = (header >> 6) & 0x1f;
+            let mut mbits = header & 0x3f;
             if mbits == 0 {
                 mbits = 64;
             }
             self.mbits = mbits;
-            self.shift = 64u32.checked_sub(leading + mbits);
+            // Go computes the shift as uint8(64 - leading - mbits); when
+            // that wraps the shift is >= 64 and XORs in zero.
+            let fits = leading + mbits <= 64;
+            self.shift = if fits { 64 - leading - mbits } else { 0 };
+            self.mask = if fits { u64::MAX } else { 0 };
         }
         let bits = self.br.read_bits(self.mbits)?;
-        if let Some(shift) = self.shift {
-            // mbits + shift <= 64, so the shift is in range.
-            self.val ^= bits << shift;
-        }
+        // shift + mbits <= 64, so the shift is in range.
+        self.val ^= (bits << self.shift) & self.mask;
         Some(())
     }
 }
 
 /// Interprets the low `sz` bits of `x` as Prometheus does: values above
-/// `2^(sz-1)` are negative.
+/// `2^(sz-1)` are negative. `sz == 0` gives 0.
 #[inline(always)]
 fn sign_extend(x: u64, sz: u32) -> i64 {
-    let bits = x & ((1 << sz) - 1);
-    if bits > (1 << (sz - 1)) {
-        bits as i64 - (1i64 << sz)
-    } else {
-        bits as i64
-    }
+    let bits = (x & ((1u64 << sz) - 1)) as i64;
+    let half = (1i64 << sz) >> 1;
+    bits - if bits > half { 1i64 << sz } else { 0 }
 }
 
 enum VarintError {
@@ -399,7 +410,7 @@ impl Iterator for XorIterator<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<(i64, f64)> {
-        if self.num_read >= self.num_total || self.err.is_some() {
+        if self.num_read >= self.end {
             return None;
         }
         if self.num_read < 2 {
@@ -414,12 +425,7 @@ impl Iterator for XorIterator<'_> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = if self.err.is_some() {
-            0
-        } else {
-            usize::from(self.num_total - self.num_read)
-        };
-        (0, Some(left))
+        (0, Some(usize::from(self.end - self.num_read)))
     }
 }
 
