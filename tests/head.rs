@@ -162,7 +162,9 @@ fn chunks_are_cut_like_prometheus_and_closed_chunks_are_served_as_stored_bytes()
         assert_eq!(append_one(&db, &ls, chunk).accepted, chunk.len() as u64);
     }
     let all = Matcher::new(MatchType::Equal, "__name__", "m").unwrap();
-    let got = db.select(std::slice::from_ref(&all), i64::MIN, i64::MAX).unwrap();
+    let got = db
+        .select(std::slice::from_ref(&all), i64::MIN, i64::MAX)
+        .unwrap();
     assert_eq!(got.len(), 1);
     let chunks = &got[0].chunks;
     assert_eq!(chunks.len(), 20, "4 chunks per 2 h range");

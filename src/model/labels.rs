@@ -76,6 +76,33 @@ impl Labels {
         Self::encode(pairs.iter().copied())
     }
 
+    /// Appends sorted `pairs` to `out` in this type's internal encoding, so that a lookup can
+    /// compare a borrowed label set with [`Labels::encoded`] in one `memcmp` (the head's hot
+    /// path) and build the `Labels` with [`Labels::from_encoded`] only when it is new.
+    pub fn encode_sorted_pairs_into<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+        out: &mut String,
+    ) {
+        for (name, value) in pairs {
+            put_len(out, name.len());
+            out.push_str(name);
+            put_len(out, value.len());
+            out.push_str(value);
+        }
+    }
+
+    /// The internal encoding (see [`Labels::encode_sorted_pairs_into`]).
+    pub fn encoded(&self) -> &str {
+        &self.data
+    }
+
+    /// A label set from bytes made by [`Labels::encode_sorted_pairs_into`].
+    pub fn from_encoded(encoded: &str) -> Labels {
+        Labels {
+            data: encoded.into(),
+        }
+    }
+
     /// Encodes pairs in the given order into a buffer of exactly the right size.
     fn encode<'a, I>(pairs: I) -> Labels
     where

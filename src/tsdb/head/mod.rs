@@ -2,7 +2,9 @@
 //!
 //! # Structure
 //! - Series live in two striped maps (by label hash, by ref): a lookup takes one stripe's read
-//!   lock, so concurrent appenders do not contend on a global lock.
+//!   lock, so concurrent appenders do not contend on a global lock. The by-hash key is xxh64 of
+//!   the label set's compact encoding (not Prometheus's `labels.Hash`; it never leaves memory),
+//!   so a lookup encodes once and compares candidates with one `memcmp`.
 //! - Each [`MemSeries`] has one mutex over its chunks: full chunks are written to
 //!   `chunks_head/` ([`chunks`]) and read back through a map; the open chunk is in memory.
 //! - [`postings::MemPostings`] maps label pairs to series refs; it is written only when a series
@@ -39,7 +41,7 @@ use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use self::chunks::{ChunkDiskMapper, ChunkFileError, ChunkRef, MappedChunk, ReplayedChunk};
 use self::postings::MemPostings;
-use crate::model::{hash_sorted_pairs, Labels, Matcher};
+use crate::model::{Labels, Matcher};
 use crate::tsdb::chunkenc::{Encoding, XorChunk, XorIterator, SAMPLES_PER_CHUNK};
 use crate::tsdb::wal::record::{self, RefSample, Stone};
 use crate::tsdb::wal::{Wal, WalError};
@@ -446,8 +448,11 @@ impl MemSeries {
     }
 }
 
-/// Hasher for keys that are already hashes or small sequential integers: one multiply, so the
-/// high bits hashbrown uses for its control bytes are mixed.
+/// Hasher for `u64` keys (label-set hashes, sequential refs): a multiply and a fold, so every
+/// output bit depends on every input bit. (A bare multiply would not do: the stripes are chosen
+/// by the key's low bits, and hashbrown picks buckets with the low bits of this hash, which after
+/// a multiply depend only on the key's low bits — every key of a stripe would probe the same
+/// few buckets.)
 #[derive(Default)]
 pub struct U64Hasher(u64);
 
@@ -457,11 +462,12 @@ impl Hasher for U64Hasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            self.write_u64(self.0 ^ u64::from(b));
         }
     }
     fn write_u64(&mut self, x: u64) {
-        self.0 = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let m = (x ^ (x >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = m ^ (m >> 29);
     }
 }
 
@@ -479,6 +485,7 @@ struct Scratch {
     apply: Vec<(u32, i64, f64)>,
     series_rec: Vec<u8>,
     samples_rec: Vec<u8>,
+    key: String,
 }
 
 /// State carried across WAL records during replay.
@@ -490,6 +497,7 @@ pub struct ReplayState {
     aliases: U64Map<u64>,
     samples: Vec<RefSample>,
     stones: Vec<Stone>,
+    key: String,
     pub series: u64,
     pub samples_replayed: u64,
     /// Samples already covered by `chunks_head/` or older than their series' newest sample.
@@ -600,38 +608,40 @@ impl Head {
         Self::stripe(&self.by_ref, sref)?.read().get(&sref).cloned()
     }
 
-    fn lookup(&self, hash: u64, labels: &[(&str, &str)]) -> Option<Arc<MemSeries>> {
+    fn lookup(&self, hash: u64, key: &str) -> Option<Arc<MemSeries>> {
         let stripe = Self::stripe(&self.by_hash, hash)?.read();
         stripe
             .get(&hash)?
             .iter()
-            .find(|s| s.labels.eq_sorted_pairs(labels.iter().copied()))
+            .find(|s| s.labels.encoded() == key)
             .cloned()
     }
 
-    /// Find the series or create it with a new ref (or `with_ref` during replay).
+    /// Find the series or create it with a new ref (or `with_ref` during replay). `key` is
+    /// scratch space: the label set is encoded into it once, hashed, and compared with one
+    /// `memcmp` per candidate; strings are copied only for a new series.
     fn get_or_create(
         &self,
         labels: &[(&str, &str)],
         with_ref: Option<u64>,
+        key: &mut String,
     ) -> (Arc<MemSeries>, bool) {
-        let hash = hash_sorted_pairs(labels.iter().copied());
-        if let Some(s) = self.lookup(hash, labels) {
+        key.clear();
+        Labels::encode_sorted_pairs_into(labels.iter().copied(), key);
+        let hash = xxhash_rust::xxh64::xxh64(key.as_bytes(), 0);
+        if let Some(s) = self.lookup(hash, key) {
             return (s, false);
         }
         let Some(stripe) = Self::stripe(&self.by_hash, hash) else {
             // STRIPES > 0, so unreachable; fall back to an unindexed series rather than panic.
-            return (Arc::new(self.new_series(labels, with_ref)), true);
+            return (Arc::new(self.new_series(key, with_ref)), true);
         };
         let mut stripe = stripe.write();
         let bucket = stripe.entry(hash).or_default();
-        if let Some(s) = bucket
-            .iter()
-            .find(|s| s.labels.eq_sorted_pairs(labels.iter().copied()))
-        {
+        if let Some(s) = bucket.iter().find(|s| s.labels.encoded() == key.as_str()) {
             return (Arc::clone(s), false);
         }
-        let series = Arc::new(self.new_series(labels, with_ref));
+        let series = Arc::new(self.new_series(key, with_ref));
         bucket.push(Arc::clone(&series));
         drop(stripe);
         if let Some(st) = Self::stripe(&self.by_ref, series.sref) {
@@ -643,7 +653,7 @@ impl Head {
         (series, true)
     }
 
-    fn new_series(&self, labels: &[(&str, &str)], with_ref: Option<u64>) -> MemSeries {
+    fn new_series(&self, key: &str, with_ref: Option<u64>) -> MemSeries {
         let sref = match with_ref {
             Some(r) => {
                 self.next_ref.fetch_max(r + 1, Ordering::AcqRel);
@@ -653,7 +663,7 @@ impl Head {
         };
         MemSeries {
             sref,
-            labels: Labels::from_sorted_pairs(labels.iter().copied()),
+            labels: Labels::from_encoded(key),
             logged_epoch: AtomicU32::new(NOT_LOGGED),
             data: Mutex::new(SeriesData::new()),
         }
@@ -714,7 +724,7 @@ impl Head {
                 );
                 continue;
             }
-            let (series, created) = self.get_or_create(s.labels, None);
+            let (series, created) = self.get_or_create(s.labels, None, &mut sc.key);
             report.new_series += u64::from(created);
             sc.resolved.push((i, series));
         }
@@ -918,7 +928,7 @@ impl Head {
         if self.series_by_ref(sref).is_some() {
             return;
         }
-        let (series, created) = self.get_or_create(&pairs, Some(sref));
+        let (series, created) = self.get_or_create(&pairs, Some(sref), &mut st.key);
         if !created {
             if series.sref != sref {
                 st.aliases.insert(sref, series.sref);
