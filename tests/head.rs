@@ -219,25 +219,16 @@ fn selection_is_sorted_by_label_set_and_honours_matchers() {
         .iter()
         .map(|s| s.labels.to_string())
         .collect();
-    let mut want = got.clone();
-    want.sort_by(|a, b| {
-        let pa = cairn::model::Labels::from_pairs(series_labels(
-            batch
-                .iter()
-                .position(|x| label_text(x.0) == *a)
-                .map(|p| batch[p].0)
-                .unwrap(),
-        ));
-        let pb = cairn::model::Labels::from_pairs(series_labels(
-            batch
-                .iter()
-                .position(|x| label_text(x.0) == *b)
-                .map(|p| batch[p].0)
-                .unwrap(),
-        ));
-        pa.cmp(&pb)
-    });
-    assert_eq!(got, want);
+    // Expected order: the same label sets, sorted by Labels' Prometheus ordering.
+    let mut want: Vec<cairn::model::Labels> = batch
+        .iter()
+        .map(|(i, _)| cairn::model::Labels::from_pairs(series_labels(*i)))
+        .collect();
+    want.sort();
+    assert_eq!(
+        got,
+        want.iter().map(ToString::to_string).collect::<Vec<_>>()
+    );
     assert_eq!(got.len(), 7);
     let ms = [
         Matcher::new(MatchType::Equal, "__name__", "metric_0").unwrap(),

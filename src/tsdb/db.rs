@@ -163,7 +163,6 @@ impl Db {
             HeadOptions {
                 chunk_range: opts.block_range_ms,
                 max_future_ms: opts.max_future.as_millis() as i64,
-                chunk_file_size: opts.head_chunk_file_size,
             },
             mapper,
         );

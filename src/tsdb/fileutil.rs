@@ -35,19 +35,6 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     fsync_dir(parent_of(path))
 }
 
-/// Rename and then fsync the parent directory of the destination (and of the source when it
-/// differs).
-pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
-    fs::rename(from, to)?;
-    let to_parent = parent_of(to);
-    fsync_dir(to_parent)?;
-    let from_parent = parent_of(from);
-    if from_parent != to_parent {
-        fsync_dir(from_parent)?;
-    }
-    Ok(())
-}
-
 fn tmp_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".tmp");

@@ -148,7 +148,7 @@ fn list_files(dir: &Path) -> io::Result<Vec<u32>> {
     Ok(out)
 }
 
-/// Map the first `len` bytes of `path` (which must have at least that many).
+/// Map all of `path` as it is now (`None` for an empty file, which cannot be mapped).
 fn map_file(path: &Path) -> io::Result<Option<Mmap>> {
     let f = File::open(path)?;
     if f.metadata()?.len() == 0 {

@@ -176,7 +176,6 @@ pub struct HeadOptions {
     pub chunk_range: i64,
     /// Samples further than this many ms in the future are rejected.
     pub max_future_ms: i64,
-    pub chunk_file_size: u64,
 }
 
 /// Statistics for `/metrics` (relaxed atomics).
@@ -861,15 +860,10 @@ impl Head {
         match rec.first() {
             Some(&record::SERIES) => {
                 let mut scratch = Vec::new();
-                let mut found: Vec<(u64, Labels)> = Vec::new();
-                record::decode_series(rec, &mut scratch, |sref, labels| {
-                    found.push((sref, Labels::from_sorted_pairs(labels.iter().copied())));
+                record::decode_series(rec, &mut scratch, |sref, pairs| {
+                    self.replay_series(sref, pairs, st)
                 })
-                .map_err(|e| e.to_string())?;
-                for (sref, labels) in found {
-                    self.replay_series(sref, &labels, st);
-                }
-                Ok(())
+                .map_err(|e| e.to_string())
             }
             Some(&record::SAMPLES) => {
                 st.samples.clear();
@@ -923,12 +917,11 @@ impl Head {
         }
     }
 
-    fn replay_series(&self, sref: u64, labels: &Labels, st: &mut ReplayState) {
-        let pairs: Vec<(&str, &str)> = labels.iter().collect();
+    fn replay_series(&self, sref: u64, pairs: &[(&str, &str)], st: &mut ReplayState) {
         if self.series_by_ref(sref).is_some() {
             return;
         }
-        let (series, created) = self.get_or_create(&pairs, Some(sref), &mut st.key);
+        let (series, created) = self.get_or_create(pairs, Some(sref), &mut st.key);
         if !created {
             if series.sref != sref {
                 st.aliases.insert(sref, series.sref);

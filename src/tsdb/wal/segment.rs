@@ -49,10 +49,6 @@ impl Framer {
         }
     }
 
-    pub fn pos(&self) -> u64 {
-        self.pos
-    }
-
     /// Start a new segment.
     pub fn reset(&mut self) {
         self.pos = 0;
