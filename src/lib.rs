@@ -6,4 +6,6 @@
 //! Storage code never calls `unwrap`/`expect` outside tests (crate lints in Cargo.toml).
 
 pub mod model;
+pub mod remote;
+pub mod server;
 pub mod tsdb;

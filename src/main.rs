@@ -1,12 +1,20 @@
-//! `cairn`: opens (and recovers) a data directory and holds it until SIGINT/SIGTERM.
+//! `cairn`: serves Prometheus remote write and remote read over an embedded, Prometheus-format
+//! TSDB. Flags follow Prometheus's dotted names.
 //!
-//! The engine is complete for writes and recovery; the HTTP server (remote write/read, health,
-//! metrics) comes with the remote-storage issue. Flags follow Prometheus's dotted names.
+//! Start-up order: listen first (so `/-/healthy` answers and `/-/ready` says 503 during a long
+//! WAL replay), recover the data directory on a blocking thread, then open the data routes.
+//! SIGINT/SIGTERM: stop accepting, finish in-flight requests (bounded by a grace period), flush
+//! head chunks and close the WAL.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use cairn::server::{self, AppState, ServerConfig};
 use cairn::tsdb::wal::{SyncPolicy, WalOptions};
 use cairn::tsdb::{parse_duration, Db, Options};
+use tokio::sync::watch;
 
 const HELP: &str = "\
 cairn — Prometheus remote-storage sidecar with a Prometheus-format TSDB
@@ -15,6 +23,8 @@ USAGE:
     cairn [FLAGS]
 
 FLAGS:
+    --web.listen-address=ADDR               Address to serve HTTP on; `:PORT` means every
+                                            interface. [default: :9201]
     --storage.tsdb.path=DIR                 Data directory. [default: data/]
     --storage.tsdb.wal-sync=POLICY          When the WAL fsyncs: `always` (before every
                                             acknowledgement; concurrent writers share one fsync),
@@ -22,20 +32,32 @@ FLAGS:
                                             `never` (the OS decides). [default: always]
     --storage.tsdb.min-block-duration=DUR   Block range; head chunks never cross it. [default: 2h]
     --storage.tsdb.wal-segment-size=BYTES   WAL segment size. [default: 134217728]
+    --storage.remote.read-sample-limit=N    Most samples one SAMPLES remote-read response may
+                                            hold; 0 means no limit. [default: 50000000]
+    --storage.remote.read-concurrent-limit=N
+                                            Remote reads served at once; more wait for a slot.
+                                            [default: 10]
+    --storage.remote.read-max-bytes-in-frame=BYTES
+                                            Budget of one streamed remote-read frame.
+                                            [default: 1048576]
     -h, --help                              Print this help.
 
 Durations use Prometheus syntax: 100ms, 15s, 2h, 15d, 1y (= 365d).
 ";
 
 struct Flags {
+    listen: String,
     path: String,
     opts: Options,
+    server: ServerConfig,
 }
 
 fn parse_flags(args: impl Iterator<Item = String>) -> Result<Option<Flags>, String> {
     let mut flags = Flags {
+        listen: ":9201".into(),
         path: "data/".into(),
         opts: Options::default(),
+        server: ServerConfig::default(),
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -51,8 +73,28 @@ fn parse_flags(args: impl Iterator<Item = String>) -> Result<Option<Flags>, Stri
                 (arg, v)
             }
         };
+        let number = |min: u64| -> Result<u64, String> {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n >= min)
+                .ok_or_else(|| format!("invalid {name} {value:?}: want an integer >= {min}"))
+        };
         match name.as_str() {
+            "--web.listen-address" => flags.listen = value,
             "--storage.tsdb.path" => flags.path = value,
+            "--storage.remote.read-sample-limit" => {
+                flags.server.read_sample_limit = match number(0)? {
+                    0 => u64::MAX,
+                    n => n,
+                }
+            }
+            "--storage.remote.read-concurrent-limit" => {
+                flags.server.read_concurrent_limit = number(1)? as usize
+            }
+            "--storage.remote.read-max-bytes-in-frame" => {
+                flags.server.read_max_bytes_in_frame = number(1024)? as usize
+            }
             "--storage.tsdb.wal-sync" => {
                 flags.opts.wal.sync = value.parse::<SyncPolicy>()?;
             }
@@ -82,29 +124,119 @@ fn parse_flags(args: impl Iterator<Item = String>) -> Result<Option<Flags>, Stri
     Ok(Some(flags))
 }
 
-/// Block SIGINT and SIGTERM in this thread — and so in every thread started after it, which
-/// inherit the mask — so that only [`wait_for_signal`] sees them. Call before starting threads.
-fn block_signals() -> Result<libc::sigset_t, String> {
-    // SAFETY: plain libc signal-mask calls on a zero-initialised sigset_t owned by this frame.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err("cannot block signals".into());
-        }
-        Ok(set)
+/// Bind `addr`; `:PORT` (Go's "every interface") binds `[::]` (dual-stack) or, without IPv6,
+/// `0.0.0.0`.
+async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
+    match addr.strip_prefix(':') {
+        Some(port) => match tokio::net::TcpListener::bind(format!("[::]:{port}")).await {
+            Ok(l) => Ok(l),
+            Err(_) => tokio::net::TcpListener::bind(format!("0.0.0.0:{port}")).await,
+        },
+        None => tokio::net::TcpListener::bind(addr).await,
     }
 }
 
-fn wait_for_signal(set: &libc::sigset_t) -> Result<i32, String> {
-    let mut sig: libc::c_int = 0;
-    // SAFETY: `set` is an initialised sigset_t; `sig` is a valid out pointer.
-    if unsafe { libc::sigwait(set, &mut sig) } != 0 {
-        return Err("sigwait failed".into());
+/// Resolves when SIGINT or SIGTERM arrives (and stays resolved).
+fn shutdown_signal() -> Result<watch::Receiver<bool>, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        eprintln!("level=info msg=\"signal received, shutting down\" signal={name}");
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|&stop| stop).await;
+}
+
+/// How long in-flight requests may take to finish after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(30);
+
+fn log_open(path: &str, db: &Db) {
+    let r = db.open_report();
+    if let Some(rep) = &r.wal.repaired {
+        eprintln!(
+            "level=warn msg=\"WAL corruption repaired\" segment={} offset={} segments_deleted={} bytes_dropped={} err=\"{}\"",
+            rep.segment, rep.offset, rep.segments_deleted, rep.bytes_dropped, rep.error
+        );
     }
-    Ok(sig)
+    if let Some((file, off, why)) = &r.chunks.dropped_tail {
+        eprintln!("level=warn msg=\"head chunk file tail dropped; data comes from the WAL\" file={file:06} offset={off} err=\"{why}\"");
+    }
+    eprintln!(
+        "level=info msg=\"data directory ready\" path={:?} head_series={} samples_replayed={} wal_segments={} chunks_mapped={} duration={:?} wal_sync={:?}",
+        path,
+        db.head().num_series(),
+        r.samples_replayed,
+        r.wal.segments,
+        r.chunks.chunks,
+        r.duration,
+        db.wal().sync_policy(),
+    );
+}
+
+async fn run(flags: Flags) -> Result<(), String> {
+    let stop = shutdown_signal()?;
+    let listener = bind(&flags.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", flags.listen))?;
+    let local: Option<SocketAddr> = listener.local_addr().ok();
+    eprintln!(
+        "level=info msg=\"listening\" address={}",
+        local.map_or_else(|| flags.listen.clone(), |a| a.to_string())
+    );
+    let state = AppState::new(flags.server.clone());
+    let server = tokio::spawn(server::serve(
+        listener,
+        Arc::clone(&state),
+        wait_for(stop.clone()),
+    ));
+
+    let path = flags.path.clone();
+    let opts = flags.opts;
+    let open = tokio::task::spawn_blocking(move || Db::open(&path, opts));
+    let db = tokio::select! {
+        res = open => res
+            .map_err(|e| format!("open task failed: {e}"))?
+            .map_err(|e| format!("cannot open data directory {:?}: {e}", flags.path))?,
+        _ = wait_for(stop.clone()) => {
+            // Replay only reads and repairs; stopping in the middle is like a crash, which
+            // the next start handles.
+            eprintln!("level=info msg=\"stopped during recovery\"");
+            return Ok(());
+        }
+    };
+    let db = Arc::new(db);
+    log_open(&flags.path, &db);
+    state.set_ready(Arc::clone(&db));
+
+    wait_for(stop).await;
+    let start = Instant::now();
+    match tokio::time::timeout(GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("level=error msg=\"server failed\" err=\"{e}\""),
+        Ok(Err(e)) => eprintln!("level=error msg=\"server task failed\" err=\"{e}\""),
+        Err(_) => eprintln!(
+            "level=warn msg=\"requests still running after the grace period; closing anyway (their data is not acknowledged)\" grace={GRACE:?}"
+        ),
+    }
+    tokio::task::spawn_blocking(move || db.close())
+        .await
+        .map_err(|e| format!("close task failed: {e}"))?
+        .map_err(|e| format!("close failed: {e}"))?;
+    eprintln!(
+        "level=info msg=\"closed cleanly\" duration={:?}",
+        start.elapsed()
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -119,59 +251,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let signals = match block_signals() {
-        Ok(s) => s,
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cairn")
+        .build()
+    {
+        Ok(rt) => rt,
         Err(e) => {
-            eprintln!("cairn: {e}");
+            eprintln!("level=error msg=\"cannot start the runtime\" err=\"{e}\"");
             return ExitCode::FAILURE;
         }
     };
-    let db = match Db::open(&flags.path, flags.opts) {
-        Ok(db) => db,
+    match rt.block_on(run(flags)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!(
-                "level=error msg=\"cannot open data directory\" path={:?} err=\"{e}\"",
-                flags.path
-            );
-            return ExitCode::FAILURE;
-        }
-    };
-    let r = db.open_report();
-    if let Some(rep) = &r.wal.repaired {
-        eprintln!(
-            "level=warn msg=\"WAL corruption repaired\" segment={} offset={} segments_deleted={} bytes_dropped={} err=\"{}\"",
-            rep.segment, rep.offset, rep.segments_deleted, rep.bytes_dropped, rep.error
-        );
-    }
-    if let Some((file, off, why)) = &r.chunks.dropped_tail {
-        eprintln!("level=warn msg=\"head chunk file tail dropped; data comes from the WAL\" file={file:06} offset={off} err=\"{why}\"");
-    }
-    eprintln!(
-        "level=info msg=\"data directory ready\" path={:?} head_series={} samples_replayed={} wal_segments={} chunks_mapped={} duration={:?} wal_sync={:?}",
-        flags.path,
-        db.head().num_series(),
-        r.samples_replayed,
-        r.wal.segments,
-        r.chunks.chunks,
-        r.duration,
-        db.wal().sync_policy(),
-    );
-    eprintln!("level=info msg=\"no HTTP server yet (remote write/read arrive with the next release); waiting for SIGINT/SIGTERM\"");
-    match wait_for_signal(&signals) {
-        Ok(sig) => eprintln!("level=info msg=\"signal received, closing\" signal={sig}"),
-        Err(e) => eprintln!("level=error msg=\"{e}\""),
-    }
-    let start = std::time::Instant::now();
-    match db.close() {
-        Ok(()) => {
-            eprintln!(
-                "level=info msg=\"closed cleanly\" duration={:?}",
-                start.elapsed()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("level=error msg=\"close failed\" err=\"{e}\"");
+            eprintln!("level=error msg=\"{}\"", e.replace('"', "'"));
             ExitCode::FAILURE
         }
     }

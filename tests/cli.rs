@@ -44,7 +44,11 @@ fn bad_flags_are_rejected_with_exit_code_2() {
 fn starts_refuses_a_second_instance_and_closes_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let path = format!("--storage.tsdb.path={}", dir.path().display());
-    let mut child = cairn().arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cairn()
+        .args([&path, "--web.listen-address=127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (tx, rx) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
@@ -62,7 +66,10 @@ fn starts_refuses_a_second_instance_and_closes_cleanly_on_sigterm() {
     rx.recv_timeout(Duration::from_secs(30))
         .expect("cairn never reported ready");
 
-    let second = cairn().arg(&path).output().unwrap();
+    let second = cairn()
+        .args([&path, "--web.listen-address=127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert_eq!(second.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&second.stderr);
     assert!(msg.contains("in use by another process"), "{msg}");

@@ -102,10 +102,21 @@ impl SeriesChunks {
     /// Decoded samples in `[mint, maxt]`, deleted intervals removed.
     pub fn samples(&self, mint: i64, maxt: i64) -> Result<Vec<Sample>, DecodeError> {
         let mut out = Vec::new();
+        self.samples_into(mint, maxt, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`SeriesChunks::samples`], appending to `out` (reuse one buffer across series).
+    pub fn samples_into(
+        &self,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), DecodeError> {
         for c in &self.chunks {
             let mut it = c.iter()?;
             for (t, v) in it.by_ref() {
-                if t < mint || t > maxt || self.tombstones.iter().any(|&(a, b)| t >= a && t <= b) {
+                if t < mint || t > maxt || self.is_deleted(t) {
                     continue;
                 }
                 out.push(Sample { t, v });
@@ -114,7 +125,12 @@ impl SeriesChunks {
                 return Err(e.clone());
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Whether `t` falls in a deleted interval.
+    pub fn is_deleted(&self, t: i64) -> bool {
+        self.tombstones.iter().any(|&(a, b)| t >= a && t <= b)
     }
 }
 
@@ -235,18 +251,28 @@ impl Db {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesChunks>, DbError> {
+        self.select_iter(matchers, mint, maxt).collect()
+    }
+
+    /// Like [`Db::select`], but each series' chunks are gathered only when the iterator reaches
+    /// it, so a reader streaming the result holds one series' chunks at a time.
+    pub fn select_iter(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> impl Iterator<Item = Result<SeriesChunks, DbError>> + '_ {
         let mapper = self.head.chunk_mapper();
         self.head
             .select(matchers, mint, maxt)
             .into_iter()
-            .map(|s| {
+            .map(move |s| {
                 Ok(SeriesChunks {
                     chunks: s.chunks(mint, maxt, mapper)?,
                     tombstones: self.head.tombstones(s.sref),
                     labels: s.labels.clone(),
                 })
             })
-            .collect()
     }
 
     /// Flush head chunks and close the WAL (pad, fsync). Appends fail afterwards.

@@ -1,6 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod faults;
+pub mod http;
+pub mod proto;
+pub mod server;
+
 use std::collections::BTreeMap;
 
 use cairn::model::{MatchType, Matcher};
@@ -38,7 +43,8 @@ pub fn append(
 
 /// Every sample in the database: label set (as text) → [(t, value bits)].
 pub fn dump(db: &Db) -> BTreeMap<String, Vec<(i64, u64)>> {
-    let all = Matcher::new(MatchType::Regex, "__name__", ".+").unwrap();
+    // Matches every series, those without `__name__` included.
+    let all = Matcher::new(MatchType::NotEqual, "__no_such_label__", "x").unwrap();
     let mut out = BTreeMap::new();
     for s in db.select(&[all], i64::MIN, i64::MAX).unwrap() {
         let samples = s.samples(i64::MIN, i64::MAX).unwrap();

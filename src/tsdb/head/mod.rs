@@ -72,6 +72,22 @@ pub enum InvalidLabels {
     EmptyValue,
     Unsorted,
     DuplicateName,
+    /// A name or value is not valid UTF-8 (found by the protocol decoders; the engine only
+    /// sees `&str`).
+    InvalidUtf8,
+}
+
+impl InvalidLabels {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            InvalidLabels::NoLabels => "label set is empty",
+            InvalidLabels::EmptyName => "label with an empty name",
+            InvalidLabels::EmptyValue => "label with an empty value",
+            InvalidLabels::Unsorted => "labels not sorted by name",
+            InvalidLabels::DuplicateName => "duplicate label name",
+            InvalidLabels::InvalidUtf8 => "label name or value is not valid UTF-8",
+        }
+    }
 }
 
 /// Why a sample was not stored. All of these are permanent: the sender must not retry.
@@ -112,7 +128,7 @@ pub struct RejectCounts {
 }
 
 impl RejectCounts {
-    fn add(&mut self, r: RejectReason, n: u64) {
+    pub fn add(&mut self, r: RejectReason, n: u64) {
         let c = match r {
             RejectReason::InvalidLabels(_) => &mut self.invalid_labels,
             RejectReason::OutOfOrder => &mut self.out_of_order,
@@ -122,6 +138,14 @@ impl RejectCounts {
         };
         *c += n;
     }
+    pub fn merge(&mut self, o: &RejectCounts) {
+        self.invalid_labels += o.invalid_labels;
+        self.out_of_order += o.out_of_order;
+        self.duplicate += o.duplicate;
+        self.out_of_bounds += o.out_of_bounds;
+        self.too_far_in_future += o.too_far_in_future;
+    }
+
     pub fn total(&self) -> u64 {
         self.invalid_labels
             + self.out_of_order

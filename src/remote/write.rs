@@ -1,0 +1,399 @@
+//! Remote write 1.0: snappy + protobuf `WriteRequest` → validated batch → [`Db::append`].
+//!
+//! Steps, each with its own error (the server maps them to statuses in one table):
+//! 1. [`check_headers`]: `Content-Type` and `Content-Encoding` (v2 and unknown encodings → 415).
+//! 2. [`super::decompress`]: the snappy block header's decoded length is checked against the cap
+//!    **before** the output is allocated.
+//! 3. [`decode`]: the protobuf is read borrowing from the decompressed buffer — labels stay
+//!    `&[u8]` slices into it, samples go to one flat vector; no allocation per series, label or
+//!    sample. Strings are copied only when the head creates a new series.
+//! 4. [`store`]: each series' labels are normalised as Prometheus tolerates (empty values
+//!    dropped, sorted by name) and checked; valid series go to the engine in one append,
+//!    invalid ones are counted and reported. Valid samples are stored even when others of the
+//!    request are rejected; the answer is then 400 naming the first offending series.
+
+use std::fmt::Write as _;
+
+use thiserror::Error;
+
+use super::proto::{wrong_type, ProtoError, Reader, Value, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT};
+use super::BodyError;
+use crate::model::go_quote;
+use crate::tsdb::head::{InvalidLabels, RejectCounts, RejectReason};
+use crate::tsdb::{AppendError, AppendSeries, Db, Sample};
+
+/// Why a remote-write request was not (entirely) stored.
+#[derive(Debug, Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("cannot decode WriteRequest: {0}")]
+    Proto(#[from] ProtoError),
+    /// Some samples could never be stored; the valid rest was stored.
+    #[error("{0}")]
+    Rejected(Box<Rejections>),
+    /// Nothing was stored; a retry may succeed.
+    #[error("{0}")]
+    Storage(#[from] AppendError),
+}
+
+/// The samples of a request that were refused, and the first offender.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejections {
+    /// Rejected samples by reason.
+    pub counts: RejectCounts,
+    /// Samples stored from the same request.
+    pub stored: u64,
+    /// Index of the first offending series in the request, its labels and what was wrong.
+    pub first_series: usize,
+    pub first_labels: String,
+    pub first_reason: String,
+}
+
+impl std::fmt::Display for Rejections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} samples rejected, {} stored; first: series #{} {}: {}; rejected by reason:",
+            self.counts.total(),
+            self.stored,
+            self.first_series,
+            self.first_labels,
+            self.first_reason
+        )?;
+        let c = &self.counts;
+        for (name, n) in [
+            ("invalid_labels", c.invalid_labels),
+            ("out_of_order", c.out_of_order),
+            ("duplicate", c.duplicate),
+            ("out_of_bounds", c.out_of_bounds),
+            ("too_far_in_future", c.too_far_in_future),
+        ] {
+            if n > 0 {
+                write!(f, " {name}={n}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a fully successful request did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteSummary {
+    pub samples: u64,
+    /// Exact duplicates of stored samples: accepted as no-ops (idempotent retries).
+    pub duplicates: u64,
+    pub new_series: u64,
+    /// `TimeSeries` without samples (exemplars or native histograms only; ignored for now).
+    pub series_without_samples: u64,
+    /// Metadata entries (accepted and ignored, as Prometheus does).
+    pub metadata: u64,
+}
+
+/// Check the media type and encoding. Remote write 1.0 is `application/x-protobuf`, optionally
+/// with `proto=prometheus.WriteRequest`; an absent type means 1.0 too. Encoding must be snappy
+/// (absent is taken as snappy, as Prometheus's receiver does).
+pub fn check_headers(
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+) -> Result<(), WriteError> {
+    if let Some(ct) = content_type.map(str::trim).filter(|s| !s.is_empty()) {
+        let mut parts = ct.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        if !media.eq_ignore_ascii_case("application/x-protobuf") {
+            return Err(WriteError::UnsupportedMediaType(format!(
+                "unsupported Content-Type {ct:?}: remote write 1.0 expects application/x-protobuf"
+            )));
+        }
+        for p in parts {
+            let Some((k, v)) = p.split_once('=') else {
+                continue;
+            };
+            if k.trim().eq_ignore_ascii_case("proto") {
+                let v = v.trim().trim_matches('"');
+                if v != "prometheus.WriteRequest" {
+                    return Err(WriteError::UnsupportedMediaType(format!(
+                        "unsupported remote write message {v:?}: this receiver speaks remote write 1.0 \
+                         (prometheus.WriteRequest) only; set `protobuf_message: prometheus.WriteRequest` \
+                         in the sender's remote_write config"
+                    )));
+                }
+            }
+        }
+    }
+    if let Some(enc) = content_encoding.map(str::trim).filter(|s| !s.is_empty()) {
+        if !enc.eq_ignore_ascii_case("snappy") {
+            return Err(WriteError::UnsupportedMediaType(format!(
+                "unsupported Content-Encoding {enc:?}: remote write bodies are snappy-compressed"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One `TimeSeries` of a decoded request: ranges into [`WriteBatch`]'s flat vectors.
+#[derive(Debug, Clone, Copy)]
+struct RawSeries {
+    labels: (u32, u32),
+    samples: (u32, u32),
+}
+
+/// A label as received: name and value bytes, borrowed from the request.
+pub type RawLabel<'a> = (&'a [u8], &'a [u8]);
+
+/// A decoded `WriteRequest`, borrowing label bytes from the decompressed body.
+#[derive(Debug, Default)]
+pub struct WriteBatch<'a> {
+    labels: Vec<RawLabel<'a>>,
+    samples: Vec<Sample>,
+    series: Vec<RawSeries>,
+    /// `TimeSeries` without samples (exemplars or histograms only).
+    pub series_without_samples: u64,
+    pub metadata: u64,
+}
+
+impl<'a> WriteBatch<'a> {
+    /// Number of `TimeSeries` with samples.
+    pub fn num_series(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn num_samples(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Raw (not yet normalised) labels and the samples of series `i`.
+    pub fn series(&self, i: usize) -> (&[RawLabel<'a>], &[Sample]) {
+        let s = self.series[i];
+        (
+            &self.labels[s.labels.0 as usize..s.labels.1 as usize],
+            &self.samples[s.samples.0 as usize..s.samples.1 as usize],
+        )
+    }
+}
+
+// Field numbers (prompb/remote.proto, prompb/types.proto).
+const WRITE_REQUEST_TIMESERIES: u32 = 1;
+const WRITE_REQUEST_METADATA: u32 = 3;
+const TIMESERIES_LABELS: u32 = 1;
+const TIMESERIES_SAMPLES: u32 = 2;
+const LABEL_NAME: u32 = 1;
+const LABEL_VALUE: u32 = 2;
+const SAMPLE_VALUE: u32 = 1;
+const SAMPLE_TIMESTAMP: u32 = 2;
+
+/// Decode a `WriteRequest`. Unknown fields are skipped (forward compatibility); a known field
+/// with the wrong wire type is an error.
+pub fn decode(buf: &[u8]) -> Result<WriteBatch<'_>, ProtoError> {
+    let mut batch = WriteBatch {
+        // A sample takes ≥ 13 bytes on the wire, a label ≥ 6: size for typical requests
+        // (≈ 9 labels of ~20 bytes per sample) without over-reserving for hostile ones.
+        labels: Vec::with_capacity(buf.len() / 24),
+        samples: Vec::with_capacity(buf.len() / 200),
+        series: Vec::with_capacity(buf.len() / 200),
+        ..WriteBatch::default()
+    };
+    let mut r = Reader::new(buf);
+    while let Some((field, v)) = r.next_field()? {
+        match (field, v) {
+            (WRITE_REQUEST_TIMESERIES, Value::Len(ts)) => {
+                let mut tr = r.nested(ts);
+                decode_series(&mut tr, &mut batch)?;
+            }
+            (WRITE_REQUEST_METADATA, Value::Len(_)) => batch.metadata += 1,
+            (WRITE_REQUEST_TIMESERIES | WRITE_REQUEST_METADATA, v) => {
+                return Err(wrong_type(&r, "WriteRequest", field, &v, WIRE_LEN))
+            }
+            _ => {}
+        }
+    }
+    Ok(batch)
+}
+
+fn decode_series<'a>(r: &mut Reader<'a>, batch: &mut WriteBatch<'a>) -> Result<(), ProtoError> {
+    let labels_start = batch.labels.len();
+    let samples_start = batch.samples.len();
+    while let Some((field, v)) = r.next_field()? {
+        match (field, v) {
+            (TIMESERIES_LABELS, Value::Len(l)) => {
+                let mut lr = r.nested(l);
+                let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
+                while let Some((f, v)) = lr.next_field()? {
+                    match (f, v) {
+                        (LABEL_NAME, Value::Len(b)) => name = b,
+                        (LABEL_VALUE, Value::Len(b)) => value = b,
+                        (LABEL_NAME | LABEL_VALUE, v) => {
+                            return Err(wrong_type(&lr, "Label", f, &v, WIRE_LEN))
+                        }
+                        _ => {}
+                    }
+                }
+                batch.labels.push((name, value));
+            }
+            (TIMESERIES_SAMPLES, Value::Len(s)) => {
+                let mut sr = r.nested(s);
+                let mut sample = Sample { t: 0, v: 0.0 };
+                while let Some((f, v)) = sr.next_field()? {
+                    match (f, v) {
+                        (SAMPLE_VALUE, Value::Fixed64(bits)) => sample.v = f64::from_bits(bits),
+                        (SAMPLE_TIMESTAMP, Value::Varint(t)) => sample.t = t as i64,
+                        (SAMPLE_VALUE, v) => {
+                            return Err(wrong_type(&sr, "Sample", f, &v, WIRE_FIXED64))
+                        }
+                        (SAMPLE_TIMESTAMP, v) => {
+                            return Err(wrong_type(&sr, "Sample", f, &v, WIRE_VARINT))
+                        }
+                        _ => {}
+                    }
+                }
+                batch.samples.push(sample);
+            }
+            (TIMESERIES_LABELS | TIMESERIES_SAMPLES, v) => {
+                return Err(wrong_type(r, "TimeSeries", field, &v, WIRE_LEN))
+            }
+            // Exemplars (3), histograms (4) and unknown fields: not stored yet.
+            _ => {}
+        }
+    }
+    if batch.samples.len() == samples_start {
+        batch.labels.truncate(labels_start);
+        batch.series_without_samples += 1;
+        return Ok(());
+    }
+    let to_u32 = |n: usize| u32::try_from(n).map_err(|_| r.error("too many labels or samples"));
+    batch.series.push(RawSeries {
+        labels: (to_u32(labels_start)?, to_u32(batch.labels.len())?),
+        samples: (to_u32(samples_start)?, to_u32(batch.samples.len())?),
+    });
+    Ok(())
+}
+
+/// Normalise one series' labels into `out` as Prometheus tolerates them: labels with an empty
+/// value are dropped (an empty value means "absent"), the rest sorted by name. Fails for
+/// invalid UTF-8, no labels left, an empty name, or a repeated name. On failure `out` is left
+/// as it was.
+pub fn normalize_labels<'a>(
+    raw: &[RawLabel<'a>],
+    out: &mut Vec<(&'a str, &'a str)>,
+) -> Result<(), InvalidLabels> {
+    let start = out.len();
+    let res = (|| {
+        for &(n, v) in raw {
+            let (Ok(n), Ok(v)) = (std::str::from_utf8(n), std::str::from_utf8(v)) else {
+                return Err(InvalidLabels::InvalidUtf8);
+            };
+            if !v.is_empty() {
+                out.push((n, v));
+            }
+        }
+        let ls = &mut out[start..];
+        // Senders sort already; only sort when they did not.
+        if !ls.is_sorted_by(|a, b| a.0 <= b.0) {
+            ls.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        }
+        match ls.first() {
+            None => return Err(InvalidLabels::NoLabels),
+            Some(("", _)) => return Err(InvalidLabels::EmptyName),
+            _ => {}
+        }
+        if ls.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(InvalidLabels::DuplicateName);
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        out.truncate(start);
+    }
+    res
+}
+
+/// Store a decoded request. Returns the summary when every sample was stored (or was an exact
+/// duplicate); [`WriteError::Rejected`] when some could never be stored (the valid rest was);
+/// [`WriteError::Storage`] when nothing was stored and a retry may work.
+pub fn store(db: &Db, batch: &WriteBatch<'_>) -> Result<WriteSummary, WriteError> {
+    let n = batch.num_series();
+    let mut norm: Vec<(&str, &str)> = Vec::with_capacity(batch.labels.len());
+    let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(n); // (request index, start, end)
+    let mut counts = RejectCounts::default();
+    let mut first_bad: Option<(usize, InvalidLabels)> = None;
+    for i in 0..n {
+        let (raw, samples) = batch.series(i);
+        let start = norm.len();
+        match normalize_labels(raw, &mut norm) {
+            Ok(()) => spans.push((i, start, norm.len())),
+            Err(why) => {
+                counts.add(RejectReason::InvalidLabels(why), samples.len() as u64);
+                first_bad.get_or_insert((i, why));
+            }
+        }
+    }
+    let append: Vec<AppendSeries<'_>> = spans
+        .iter()
+        .map(|&(i, a, b)| AppendSeries {
+            labels: &norm[a..b],
+            samples: batch.series(i).1,
+        })
+        .collect();
+    let report = db.append(&append)?;
+
+    let summary = WriteSummary {
+        samples: report.accepted,
+        duplicates: report.duplicates_ignored,
+        new_series: report.new_series,
+        series_without_samples: batch.series_without_samples,
+        metadata: batch.metadata,
+    };
+    // The offender earliest in the request, whichever check found it.
+    let bad = first_bad.map(|(i, why)| (i, why.describe().to_string()));
+    let engine = report
+        .first_rejection
+        .map(|r| (spans[r.series].0, describe_rejection(r.reason, r.t)));
+    let (first_series, first_reason) = match (bad, engine) {
+        (Some(a), Some(b)) => std::cmp::min_by_key(a, b, |x| x.0),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => return Ok(summary),
+    };
+    counts.merge(&report.rejected);
+    Err(WriteError::Rejected(Box::new(Rejections {
+        counts,
+        stored: report.accepted + report.duplicates_ignored,
+        first_series,
+        first_labels: format_raw_labels(batch.series(first_series).0),
+        first_reason,
+    })))
+}
+
+/// Prometheus's wording (operators grep their logs for it), with the timestamp.
+fn describe_rejection(reason: RejectReason, t: i64) -> String {
+    match reason {
+        RejectReason::InvalidLabels(why) => why.describe().to_string(),
+        RejectReason::OutOfOrder => format!("out of order sample (timestamp {t})"),
+        RejectReason::Duplicate => {
+            format!("duplicate sample for timestamp {t} with a different value")
+        }
+        RejectReason::OutOfBounds => {
+            format!("out of bounds: timestamp {t} is too old for the head")
+        }
+        RejectReason::TooFarInFuture => format!("timestamp {t} is too far in the future"),
+    }
+}
+
+/// `{name="value", …}` from raw label bytes as received (invalid UTF-8 shown lossily).
+fn format_raw_labels(raw: &[RawLabel<'_>]) -> String {
+    let mut s = String::from("{");
+    for (i, (n, v)) in raw.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        let _ = write!(
+            s,
+            "{}={}",
+            String::from_utf8_lossy(n),
+            go_quote(&String::from_utf8_lossy(v))
+        );
+    }
+    s.push('}');
+    s
+}

@@ -1,0 +1,320 @@
+//! The HTTP server: axum on hyper (HTTP/1.1), routes, limits, and the one table that maps
+//! every error to a status ([`ApiError::status`]).
+//!
+//! Routes: `POST /api/v1/write`, `POST /api/v1/read`, `GET /-/healthy`, `GET /-/ready`.
+//! The protocol work (decompress, decode, append, select, encode) runs on tokio's blocking
+//! pool, so fsync waits and chunk decoding never stall the async workers; concurrent writes
+//! therefore reach the WAL together and share one fsync (group commit).
+//!
+//! The listener opens before the data directory is recovered: `/-/healthy` answers at once,
+//! `/-/ready` and the data routes answer 503 until [`AppState::set_ready`] hands over the
+//! [`Db`].
+
+mod error;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::{mpsc, Semaphore};
+
+pub use self::error::ApiError;
+use crate::remote::read::{self, ResponseType, STREAMED_CONTENT_TYPE};
+use crate::remote::{self, write, BodyError, BodyLimits};
+use crate::tsdb::Db;
+
+/// Server settings (flags in `main.rs`).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub body: BodyLimits,
+    /// Samples one SAMPLES read response may hold (`--storage.remote.read-sample-limit`).
+    pub read_sample_limit: u64,
+    /// Concurrent remote reads; more wait for a slot (`--storage.remote.read-concurrent-limit`).
+    pub read_concurrent_limit: usize,
+    /// Budget of one streamed frame (`--storage.remote.read-max-bytes-in-frame`).
+    pub read_max_bytes_in_frame: usize,
+    /// Decoded remote-write bytes being processed at once. A request that cannot get its share
+    /// within [`ServerConfig::write_queue_timeout`] is answered 503 with `Retry-After`:
+    /// memory stays bounded however many shards a sender runs.
+    pub write_inflight_bytes: usize,
+    pub write_queue_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            body: BodyLimits::default(),
+            read_sample_limit: 50_000_000,
+            read_concurrent_limit: 10,
+            read_max_bytes_in_frame: 1 << 20,
+            write_inflight_bytes: 1 << 30,
+            write_queue_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Streamed frames are handed to the HTTP body in buffers of about this size.
+const STREAM_FLUSH_BYTES: usize = 64 << 10;
+/// Buffers in flight between the producing thread and the socket (backpressure beyond this).
+const STREAM_QUEUE: usize = 4;
+/// Units of the write budget semaphore.
+const BUDGET_UNIT: usize = 1024;
+
+/// Shared state of all handlers.
+pub struct AppState {
+    cfg: ServerConfig,
+    db: OnceLock<Arc<Db>>,
+    read_slots: Arc<Semaphore>,
+    write_budget: Semaphore,
+    write_budget_units: usize,
+}
+
+impl AppState {
+    pub fn new(cfg: ServerConfig) -> Arc<AppState> {
+        // A request may be as large as the decoded cap: the budget must fit one.
+        let units = cfg
+            .write_inflight_bytes
+            .max(cfg.body.max_decoded_bytes + cfg.body.max_body_bytes)
+            .div_ceil(BUDGET_UNIT)
+            .min(Semaphore::MAX_PERMITS);
+        Arc::new(AppState {
+            read_slots: Arc::new(Semaphore::new(cfg.read_concurrent_limit.max(1))),
+            write_budget: Semaphore::new(units),
+            write_budget_units: units,
+            cfg,
+            db: OnceLock::new(),
+        })
+    }
+
+    /// Hand over the recovered data directory: `/-/ready` turns 200, data routes open.
+    pub fn set_ready(&self, db: Arc<Db>) {
+        let _ = self.db.set(db);
+    }
+
+    pub fn db(&self) -> Option<&Arc<Db>> {
+        self.db.get()
+    }
+
+    /// The remote-write memory budget (exposed for overload tests).
+    pub fn write_budget(&self) -> &Semaphore {
+        &self.write_budget
+    }
+
+    fn ready_db(&self) -> Result<Arc<Db>, ApiError> {
+        self.db.get().cloned().ok_or(ApiError::NotReady)
+    }
+}
+
+/// The router with every route.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/api/v1/write", post(remote_write))
+        .route("/api/v1/read", post(remote_read))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
+        .with_state(state)
+}
+
+/// Serve on `listener` until `shutdown` completes, then finish in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthy() -> &'static str {
+    "cairn is Healthy.\n"
+}
+
+async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    match st.db() {
+        Some(_) => (StatusCode::OK, "cairn is Ready.\n").into_response(),
+        None => ApiError::NotReady.into_response(),
+    }
+}
+
+fn header(h: &HeaderMap, name: axum::http::HeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Read a body of at most `limit` bytes; a declared `Content-Length` over it is refused before
+/// reading a byte.
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(len) = header(req.headers(), CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
+        if len > limit as u64 {
+            return Err(ApiError::Body(BodyError::TooLarge { limit }));
+        }
+    }
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::Body(BodyError::TooLarge { limit }))
+        }
+        Err(e) => Err(ApiError::BodyRead(e.to_string())),
+    }
+}
+
+async fn remote_write(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    match remote_write_inner(&st, req).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn remote_write_inner(st: &Arc<AppState>, req: Request) -> Result<(), ApiError> {
+    let db = st.ready_db()?;
+    write::check_headers(
+        header(req.headers(), CONTENT_TYPE),
+        header(req.headers(), CONTENT_ENCODING),
+    )
+    .map_err(ApiError::Write)?;
+    let limits = st.cfg.body;
+    let body = read_body(req, limits.max_body_bytes).await?;
+
+    // Reserve memory for the decoded request before decoding it.
+    let claimed = remote::claimed_len(&body).unwrap_or(0);
+    let units = (claimed.min(limits.max_decoded_bytes as u64) as usize + body.len())
+        .div_ceil(BUDGET_UNIT)
+        .clamp(1, st.write_budget_units) as u32;
+    let permit = tokio::time::timeout(
+        st.cfg.write_queue_timeout,
+        st.write_budget.acquire_many(units),
+    )
+    .await
+    .map_err(|_| ApiError::Overloaded)?
+    .map_err(|_| ApiError::NotReady)?;
+
+    let res = tokio::task::spawn_blocking(move || {
+        let buf = remote::decompress(&body, &limits)?;
+        drop(body);
+        let batch = write::decode(&buf)?;
+        write::store(&db, &batch)
+    })
+    .await;
+    drop(permit);
+    match res {
+        Ok(Ok(_summary)) => Ok(()),
+        Ok(Err(e)) => Err(ApiError::Write(e)),
+        Err(join) => Err(ApiError::Internal(format!("write task failed: {join}"))),
+    }
+}
+
+async fn remote_read(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    match remote_read_inner(&st, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn remote_read_inner(st: &Arc<AppState>, req: Request) -> Result<Response, ApiError> {
+    let db = st.ready_db()?;
+    if let Some(enc) = header(req.headers(), CONTENT_ENCODING) {
+        if !enc.trim().is_empty() && !enc.trim().eq_ignore_ascii_case("snappy") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "unsupported Content-Encoding {enc:?}: remote read bodies are snappy-compressed"
+            )));
+        }
+    }
+    let limits = st.cfg.body;
+    let body = read_body(req, limits.max_body_bytes).await?;
+    // Wait for a slot; it is held until the response is complete (streamed ones included).
+    let slot = Arc::clone(&st.read_slots)
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::NotReady)?;
+
+    let request = tokio::task::spawn_blocking(move || {
+        let buf = remote::decompress(&body, &limits)?;
+        read::decode_request(&buf)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("read task failed: {e}")))?
+    .map_err(ApiError::Read)?;
+
+    match request.response_type {
+        ResponseType::Samples => {
+            let limit = st.cfg.read_sample_limit;
+            let body = tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                let raw = read::samples_response(&db, &request, limit)?;
+                snap::raw::Encoder::new()
+                    .compress_vec(&raw)
+                    .map_err(|e| read::ReadError::Storage(format!("snappy: {e}")))
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("read task failed: {e}")))?
+            .map_err(ApiError::Read)?;
+            Ok((
+                [
+                    (
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-protobuf"),
+                    ),
+                    (CONTENT_ENCODING, HeaderValue::from_static("snappy")),
+                ],
+                body,
+            )
+                .into_response())
+        }
+        ResponseType::StreamedXorChunks => {
+            let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(STREAM_QUEUE);
+            let max_frame = st.cfg.read_max_bytes_in_frame;
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                let mut emit = |buf: Vec<u8>| tx.blocking_send(Ok(Bytes::from(buf))).is_ok();
+                if let Err(e) =
+                    read::stream_chunks(&db, &request, max_frame, STREAM_FLUSH_BYTES, &mut emit)
+                {
+                    // Headers are gone already: abort the body so the client sees a broken
+                    // stream rather than a short, valid-looking one.
+                    eprintln!("level=error msg=\"streamed remote read failed\" err=\"{e}\"");
+                    let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+                }
+            });
+            Ok((
+                [(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(STREAMED_CONTENT_TYPE),
+                )],
+                Body::new(ChannelBody { rx }),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// An HTTP body fed by a channel: the producer blocks when the client reads slowly.
+struct ChannelBody {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, io::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
+    }
+}
