@@ -188,11 +188,11 @@ const SAMPLE_TIMESTAMP: u32 = 2;
 /// with the wrong wire type is an error.
 pub fn decode(buf: &[u8]) -> Result<WriteBatch<'_>, ProtoError> {
     let mut batch = WriteBatch {
-        // A sample takes ≥ 13 bytes on the wire, a label ≥ 6: size for typical requests
-        // (≈ 9 labels of ~20 bytes per sample) without over-reserving for hostile ones.
-        labels: Vec::with_capacity(buf.len() / 24),
-        samples: Vec::with_capacity(buf.len() / 200),
-        series: Vec::with_capacity(buf.len() / 200),
+        // Sized for typical requests (a label takes ~26 bytes on the wire, a series ~250) so
+        // the index stays below the decoded size; requests of unusually small labels grow it.
+        labels: Vec::with_capacity(buf.len() / 32),
+        samples: Vec::with_capacity(buf.len() / 256),
+        series: Vec::with_capacity(buf.len() / 256),
         ..WriteBatch::default()
     };
     let mut r = Reader::new(buf);

@@ -42,7 +42,8 @@ pub struct ServerConfig {
     pub read_concurrent_limit: usize,
     /// Budget of one streamed frame (`--storage.remote.read-max-bytes-in-frame`).
     pub read_max_bytes_in_frame: usize,
-    /// Decoded remote-write bytes being processed at once. A request that cannot get its share
+    /// Remote-write memory in use at once: bodies as declared, then twice the decoded size
+    /// (buffer + decoder index). A request that cannot get its share
     /// within [`ServerConfig::write_queue_timeout`] is answered 503 with `Retry-After`:
     /// memory stays bounded however many shards a sender runs.
     pub write_inflight_bytes: usize,
@@ -80,10 +81,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(cfg: ServerConfig) -> Arc<AppState> {
-        // A request may be as large as the decoded cap: the budget must fit one.
+        // The largest request allowed must fit on its own.
         let units = cfg
             .write_inflight_bytes
-            .max(cfg.body.max_decoded_bytes + cfg.body.max_body_bytes)
+            .max(2 * cfg.body.max_decoded_bytes + cfg.body.max_body_bytes)
             .div_ceil(BUDGET_UNIT)
             .min(Semaphore::MAX_PERMITS);
         Arc::new(AppState {
@@ -107,6 +108,20 @@ impl AppState {
     /// The remote-write memory budget (exposed for overload tests).
     pub fn write_budget(&self) -> &Semaphore {
         &self.write_budget
+    }
+
+    /// Take `bytes` of the remote-write budget, waiting at most the queue timeout.
+    async fn reserve(&self, bytes: usize) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        let units = bytes
+            .div_ceil(BUDGET_UNIT)
+            .clamp(1, self.write_budget_units) as u32;
+        tokio::time::timeout(
+            self.cfg.write_queue_timeout,
+            self.write_budget.acquire_many(units),
+        )
+        .await
+        .map_err(|_| ApiError::Overloaded)?
+        .map_err(|_| ApiError::NotReady)
     }
 
     fn ready_db(&self) -> Result<Arc<Db>, ApiError> {
@@ -150,13 +165,15 @@ fn header(h: &HeaderMap, name: axum::http::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    header(h, CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// Read a body of at most `limit` bytes; a declared `Content-Length` over it is refused before
 /// reading a byte.
 async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
-    if let Some(len) = header(req.headers(), CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
-        if len > limit as u64 {
-            return Err(ApiError::Body(BodyError::TooLarge { limit }));
-        }
+    if content_length(req.headers()).is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::Body(BodyError::TooLarge { limit }));
     }
     use http_body_util::BodyExt;
     match http_body_util::Limited::new(req.into_body(), limit)
@@ -186,20 +203,23 @@ async fn remote_write_inner(st: &Arc<AppState>, req: Request) -> Result<(), ApiE
     )
     .map_err(ApiError::Write)?;
     let limits = st.cfg.body;
+    // Reserve the body's share of the in-flight budget before reading it (the declared length,
+    // or the cap when none is declared), then the decoded request's share before decoding it.
+    let declared = content_length(req.headers());
+    if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+        return Err(ApiError::Body(BodyError::TooLarge {
+            limit: limits.max_body_bytes,
+        }));
+    }
+    let mut permit = st
+        .reserve(declared.map_or(limits.max_body_bytes, |n| n as usize))
+        .await?;
     let body = read_body(req, limits.max_body_bytes).await?;
-
-    // Reserve memory for the decoded request before decoding it.
+    // The decoded buffer plus the decoder's index of labels and samples: about twice the
+    // decoded size for realistic requests.
     let claimed = remote::claimed_len(&body).unwrap_or(0);
-    let units = (claimed.min(limits.max_decoded_bytes as u64) as usize + body.len())
-        .div_ceil(BUDGET_UNIT)
-        .clamp(1, st.write_budget_units) as u32;
-    let permit = tokio::time::timeout(
-        st.cfg.write_queue_timeout,
-        st.write_budget.acquire_many(units),
-    )
-    .await
-    .map_err(|_| ApiError::Overloaded)?
-    .map_err(|_| ApiError::NotReady)?;
+    let decoded = claimed.min(limits.max_decoded_bytes as u64) as usize;
+    permit.merge(st.reserve(2 * decoded).await?);
 
     let res = tokio::task::spawn_blocking(move || {
         let buf = remote::decompress(&body, &limits)?;
