@@ -446,6 +446,17 @@ const KILLED_FOR: Duration = Duration::from_millis(1500);
 /// before T has been committed to A's TSDB by then (scrape timeout 1 s).
 const T_LAG_MS: i64 = 3000;
 
+/// Start the next generation of the storage in place of `storage` (kept in `retired` so its
+/// log survives for failure reports); returns when it is ready, with the time in ms.
+fn restart(storage: &mut Proc, retired: &mut Vec<Proc>, dir: &Path, port: u16) -> i64 {
+    let generation = retired.len() as u32 + 2;
+    retired.push(std::mem::replace(
+        storage,
+        start_storage(STORAGE, dir, port, generation),
+    ));
+    now_ms()
+}
+
 fn sleep_until(t: Instant) {
     if let Some(d) = t.checked_duration_since(Instant::now()) {
         std::thread::sleep(d);
@@ -505,8 +516,7 @@ fn prometheus_remote_write_and_read_through_storage_restarts() {
     );
 
     let exporter = Exporter::start(exporter_port);
-    let mut generation = 1;
-    let mut storage = start_storage(STORAGE, &storage_dir, storage_port, generation);
+    let mut storage = start_storage(STORAGE, &storage_dir, storage_port, 1);
     // Earlier storage generations: kept so a failure prints their logs too.
     let mut retired: Vec<Proc> = Vec::new();
 
@@ -597,12 +607,7 @@ fn prometheus_remote_write_and_read_through_storage_restarts() {
         storage.name(),
         storage.log_tail()
     );
-    generation += 1;
-    retired.push(std::mem::replace(
-        &mut storage,
-        start_storage(STORAGE, &storage_dir, storage_port, generation),
-    ));
-    let restarted_1 = now_ms();
+    let restarted_1 = restart(&mut storage, &mut retired, &storage_dir, storage_port);
     eprintln!(
         "e2e: t={:?} storage back after SIGTERM",
         run_start.elapsed()
@@ -623,12 +628,7 @@ fn prometheus_remote_write_and_read_through_storage_restarts() {
     );
     storage.kill_9().unwrap();
     std::thread::sleep(KILLED_FOR);
-    generation += 1;
-    retired.push(std::mem::replace(
-        &mut storage,
-        start_storage(STORAGE, &storage_dir, storage_port, generation),
-    ));
-    let restarted_2 = now_ms();
+    let restarted_2 = restart(&mut storage, &mut retired, &storage_dir, storage_port);
     eprintln!(
         "e2e: t={:?} storage back after SIGKILL",
         run_start.elapsed()
@@ -800,9 +800,10 @@ fn prometheus_remote_write_and_read_through_storage_restarts() {
     eprintln!(
         "e2e: compared {compared_series} series / {compared_samples} raw samples (window {} ms, \
          T={t}) and {range_points} range-query points; A remote-write: samples sent {sent}, \
-         retried {retried}, failed {failed}; exporter scrapes {}; storage generations {generation}",
+         retried {retried}, failed {failed}; exporter scrapes {}; storage generations {}",
         window_ms,
-        exporter.scrapes()
+        exporter.scrapes(),
+        retired.len() + 1
     );
 
     // --- Clean shutdown. The storage must exit 0 on SIGTERM. ------------------------------

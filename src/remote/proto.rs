@@ -13,6 +13,16 @@ pub const WIRE_FIXED64: u8 = 1;
 pub const WIRE_LEN: u8 = 2;
 pub const WIRE_FIXED32: u8 = 5;
 
+/// Field numbers of the `prompb/types.proto` messages both remote write and remote read use.
+pub mod types {
+    pub const TIMESERIES_LABELS: u32 = 1;
+    pub const TIMESERIES_SAMPLES: u32 = 2;
+    pub const LABEL_NAME: u32 = 1;
+    pub const LABEL_VALUE: u32 = 2;
+    pub const SAMPLE_VALUE: u32 = 1;
+    pub const SAMPLE_TIMESTAMP: u32 = 2;
+}
+
 /// Malformed protobuf: what was wrong, and at which byte of the message.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("invalid protobuf at byte {offset}: {what}")]

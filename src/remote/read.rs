@@ -8,6 +8,7 @@
 
 use thiserror::Error;
 
+use super::proto::types::*;
 use super::proto::{
     begin_len, end_len, put_bytes, put_double, put_int64, put_key, put_varint, varint_len,
     wrong_type, ProtoError, Reader, Value, WIRE_LEN, WIRE_VARINT,
@@ -74,12 +75,6 @@ const MATCHER_NAME: u32 = 2;
 const MATCHER_VALUE: u32 = 3;
 const READ_RESPONSE_RESULTS: u32 = 1;
 const QUERY_RESULT_TIMESERIES: u32 = 1;
-const TIMESERIES_LABELS: u32 = 1;
-const TIMESERIES_SAMPLES: u32 = 2;
-const LABEL_NAME: u32 = 1;
-const LABEL_VALUE: u32 = 2;
-const SAMPLE_VALUE: u32 = 1;
-const SAMPLE_TIMESTAMP: u32 = 2;
 const CHUNKED_RESPONSE_SERIES: u32 = 1;
 const CHUNKED_RESPONSE_QUERY_INDEX: u32 = 2;
 const CHUNKED_SERIES_LABELS: u32 = 1;

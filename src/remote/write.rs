@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 
 use thiserror::Error;
 
+use super::proto::types::*;
 use super::proto::{wrong_type, ProtoError, Reader, Value, WIRE_FIXED64, WIRE_LEN, WIRE_VARINT};
 use super::BodyError;
 use crate::model::go_quote;
@@ -177,12 +178,6 @@ impl<'a> WriteBatch<'a> {
 // Field numbers (prompb/remote.proto, prompb/types.proto).
 const WRITE_REQUEST_TIMESERIES: u32 = 1;
 const WRITE_REQUEST_METADATA: u32 = 3;
-const TIMESERIES_LABELS: u32 = 1;
-const TIMESERIES_SAMPLES: u32 = 2;
-const LABEL_NAME: u32 = 1;
-const LABEL_VALUE: u32 = 2;
-const SAMPLE_VALUE: u32 = 1;
-const SAMPLE_TIMESTAMP: u32 = 2;
 
 /// Decode a `WriteRequest`. Unknown fields are skipped (forward compatibility); a known field
 /// with the wrong wire type is an error.
