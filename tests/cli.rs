@@ -17,6 +17,10 @@ fn help_lists_every_flag_with_its_default() {
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in [
+        "--web.listen-address",
+        "--storage.remote.read-sample-limit",
+        "--storage.remote.read-concurrent-limit",
+        "--storage.remote.read-max-bytes-in-frame",
         "--storage.tsdb.path",
         "--storage.tsdb.wal-sync",
         "--storage.tsdb.min-block-duration",
@@ -25,6 +29,7 @@ fn help_lists_every_flag_with_its_default() {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
     assert!(help.contains("[default: always]"));
+    assert!(help.contains("[default: :9201]"));
 }
 
 #[test]
@@ -33,6 +38,8 @@ fn bad_flags_are_rejected_with_exit_code_2() {
         &["--nope=1"][..],
         &["--storage.tsdb.wal-sync=sometimes"],
         &["--storage.tsdb.min-block-duration=0s"],
+        &["--storage.remote.read-concurrent-limit=0"],
+        &["--storage.remote.read-max-bytes-in-frame=12"],
     ] {
         let out = cairn().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
