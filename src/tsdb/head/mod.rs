@@ -1,10 +1,16 @@
 //! The in-memory head: recent samples of every active series, in Prometheus's XOR chunks.
 //!
 //! # Structure
-//! - Series live in two striped maps (by label hash, by ref): a lookup takes one stripe's read
-//!   lock, so concurrent appenders do not contend on a global lock. The by-hash key is xxh64 of
-//!   the label set's compact encoding (not Prometheus's `labels.Hash`; it never leaves memory),
-//!   so a lookup encodes once and compares candidates with one `memcmp`.
+//! - Series live in two striped indexes (by label hash, by ref): a lookup takes one stripe's
+//!   read lock, so concurrent appenders do not contend on a global lock. The by-hash key is
+//!   xxh64 of the label set's compact encoding (not Prometheus's `labels.Hash`; it never leaves
+//!   memory), so a lookup encodes once and compares candidates with one `memcmp`. A by-hash
+//!   stripe is an open-addressing table (`SeriesTable`) whose slots hold `(hash, Arc)`
+//!   directly; label sets with equal hashes take separate slots and are always told apart by
+//!   comparing the labels.
+//! - An append resolves its batch in two passes (`Head::resolve`): encode and hash every
+//!   label set, then look them up in a software-prefetching pipeline, so the cache misses of
+//!   one lookup (slot → series → label bytes) overlap with those of the next few.
 //! - Each [`MemSeries`] has one mutex over its chunks: full chunks are written to
 //!   `chunks_head/` ([`chunks`]) and read back through a map; the open chunk is in memory.
 //! - [`postings::MemPostings`] maps label pairs to series refs; it is written only when a series
