@@ -257,8 +257,9 @@ fn streamed_frames_are_checked_ordered_and_carry_stored_chunk_bytes() {
         assert_eq!(f.chunked_series.len(), 1, "one series per frame");
         assert!(f.query_index >= last_query, "queries in order");
         last_query = f.query_index;
-        let encoded = prost::Message::encoded_len(f);
-        assert!(encoded <= frame_budget, "frame of {encoded} bytes");
+        let msg = prost::Message::encoded_len(f);
+        let frame = prost::encoding::encoded_len_varint(msg as u64) + 4 + msg;
+        assert!(frame <= frame_budget, "frame of {frame} bytes");
         by_query
             .entry(f.query_index)
             .or_default()

@@ -416,7 +416,9 @@ pub fn stream_chunks(
             if chunks.is_empty() {
                 continue;
             }
-            let overhead = 16 + labels_len(&series.labels);
+            // Frame length varint (≤ 5), CRC (4), series key and length (≤ 6), query index
+            // (≤ 11): 26 bytes at most besides the labels and chunks.
+            let overhead = 26 + labels_len(&series.labels);
             let mut from = 0;
             let mut size = overhead;
             for (i, c) in chunks.iter().enumerate() {

@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 pub use self::error::ApiError;
 use crate::remote::read::{self, ResponseType, STREAMED_CONTENT_TYPE};
@@ -75,7 +75,7 @@ pub struct AppState {
     cfg: ServerConfig,
     db: OnceLock<Arc<Db>>,
     read_slots: Arc<Semaphore>,
-    write_budget: Semaphore,
+    write_budget: Arc<Semaphore>,
     write_budget_units: usize,
 }
 
@@ -89,7 +89,7 @@ impl AppState {
             .min(Semaphore::MAX_PERMITS);
         Arc::new(AppState {
             read_slots: Arc::new(Semaphore::new(cfg.read_concurrent_limit.max(1))),
-            write_budget: Semaphore::new(units),
+            write_budget: Arc::new(Semaphore::new(units)),
             write_budget_units: units,
             cfg,
             db: OnceLock::new(),
@@ -111,13 +111,13 @@ impl AppState {
     }
 
     /// Take `bytes` of the remote-write budget, waiting at most the queue timeout.
-    async fn reserve(&self, bytes: usize) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    async fn reserve(&self, bytes: usize) -> Result<OwnedSemaphorePermit, ApiError> {
         let units = bytes
             .div_ceil(BUDGET_UNIT)
             .clamp(1, self.write_budget_units) as u32;
         tokio::time::timeout(
             self.cfg.write_queue_timeout,
-            self.write_budget.acquire_many(units),
+            Arc::clone(&self.write_budget).acquire_many_owned(units),
         )
         .await
         .map_err(|_| ApiError::Overloaded)?
@@ -221,14 +221,16 @@ async fn remote_write_inner(st: &Arc<AppState>, req: Request) -> Result<(), ApiE
     let decoded = claimed.min(limits.max_decoded_bytes as u64) as usize;
     permit.merge(st.reserve(2 * decoded).await?);
 
+    // The permit moves into the task: if the client goes away, the work (and its memory)
+    // still counts until it is done.
     let res = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let buf = remote::decompress(&body, &limits)?;
         drop(body);
         let batch = write::decode(&buf)?;
         write::store(&db, &batch)
     })
     .await;
-    drop(permit);
     match res {
         Ok(Ok(_summary)) => Ok(()),
         Ok(Err(e)) => Err(ApiError::Write(e)),
