@@ -237,6 +237,14 @@ fn labels_len(labels: &Labels) -> usize {
         .sum()
 }
 
+/// What a response carried (for metrics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadStats {
+    pub series: u64,
+    pub chunks: u64,
+    pub samples: u64,
+}
+
 /// The uncompressed `ReadResponse` for a SAMPLES request: one result per query, in order;
 /// series sorted by label set, samples in `[start, end]` minus deleted ones. Fails with
 /// [`ReadError::SampleLimit`] once more than `sample_limit` samples were gathered.
@@ -244,9 +252,10 @@ pub fn samples_response(
     db: &Db,
     req: &ReadRequest,
     sample_limit: u64,
-) -> Result<Vec<u8>, ReadError> {
+) -> Result<(Vec<u8>, ReadStats), ReadError> {
     let mut out = Vec::new();
     let mut total: u64 = 0;
+    let mut series_sent: u64 = 0;
     let mut samples: Vec<Sample> = Vec::new();
     for q in &req.queries {
         let result = begin_len(&mut out, READ_RESPONSE_RESULTS);
@@ -260,6 +269,7 @@ pub fn samples_response(
                 continue;
             }
             total += samples.len() as u64;
+            series_sent += 1;
             if total > sample_limit {
                 return Err(ReadError::SampleLimit {
                     limit: sample_limit,
@@ -285,7 +295,14 @@ pub fn samples_response(
         }
         end_len(&mut out, result);
     }
-    Ok(out)
+    Ok((
+        out,
+        ReadStats {
+            series: series_sent,
+            chunks: 0,
+            samples: total,
+        },
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -407,7 +424,8 @@ pub fn stream_chunks(
     max_frame_bytes: usize,
     flush_bytes: usize,
     emit: &mut dyn FnMut(Vec<u8>) -> bool,
-) -> Result<(), ReadError> {
+) -> Result<ReadStats, ReadError> {
+    let mut stats = ReadStats::default();
     let mut buf = Vec::with_capacity(flush_bytes + max_frame_bytes);
     for (qi, q) in req.queries.iter().enumerate() {
         for series in db.select_iter(&q.matchers, q.start, q.end) {
@@ -416,6 +434,8 @@ pub fn stream_chunks(
             if chunks.is_empty() {
                 continue;
             }
+            stats.series += 1;
+            stats.chunks += chunks.len() as u64;
             // Frame length varint (≤ 5), CRC (4), series key and length (≤ 6), query index
             // (≤ 11): 26 bytes at most besides the labels and chunks.
             let overhead = 26 + labels_len(&series.labels);
@@ -432,14 +452,14 @@ pub fn stream_chunks(
             }
             put_frame(&mut buf, qi, &series.labels, &chunks[from..]);
             if buf.len() >= flush_bytes && !emit(std::mem::take(&mut buf)) {
-                return Ok(());
+                return Ok(stats);
             }
         }
     }
     if !buf.is_empty() {
         emit(buf);
     }
-    Ok(())
+    Ok(stats)
 }
 
 /// Content-Type of a streamed response, exactly as clients expect it.

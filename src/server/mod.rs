@@ -16,11 +16,11 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{ACCEPT, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,7 +28,9 @@ use axum::Router;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 pub use self::error::ApiError;
+use crate::metrics::{CodeLabel, MetricsRegistry, ReadLabels, TypeLabel};
 use crate::remote::read::{self, ResponseType, STREAMED_CONTENT_TYPE};
+use crate::remote::write::{WriteError, WriteSummary};
 use crate::remote::{self, write, BodyError, BodyLimits};
 use crate::tsdb::Db;
 
@@ -73,7 +75,8 @@ const BUDGET_UNIT: usize = 1024;
 /// Shared state of all handlers.
 pub struct AppState {
     cfg: ServerConfig,
-    db: OnceLock<Arc<Db>>,
+    db: Arc<OnceLock<Arc<Db>>>,
+    metrics: MetricsRegistry,
     read_slots: Arc<Semaphore>,
     write_budget: Arc<Semaphore>,
     write_budget_units: usize,
@@ -87,12 +90,14 @@ impl AppState {
             .max(2 * cfg.body.max_decoded_bytes + cfg.body.max_body_bytes)
             .div_ceil(BUDGET_UNIT)
             .min(Semaphore::MAX_PERMITS);
+        let db = Arc::new(OnceLock::new());
         Arc::new(AppState {
+            metrics: MetricsRegistry::new(Arc::clone(&db)),
             read_slots: Arc::new(Semaphore::new(cfg.read_concurrent_limit.max(1))),
             write_budget: Arc::new(Semaphore::new(units)),
             write_budget_units: units,
             cfg,
-            db: OnceLock::new(),
+            db,
         })
     }
 
@@ -136,6 +141,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/read", post(remote_read))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -152,6 +158,25 @@ pub async fn serve(
 
 async fn healthy() -> &'static str {
     "cairn is Healthy.\n"
+}
+
+/// OpenMetrics for clients that accept it (Prometheus does), the classic text format otherwise.
+async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let om = match st.metrics.encode() {
+        Ok(text) => text,
+        Err(e) => return ApiError::Internal(format!("encoding metrics: {e}")).into_response(),
+    };
+    let wants_om =
+        header(&headers, ACCEPT).is_some_and(|a| a.contains("application/openmetrics-text"));
+    let (ct, body) = if wants_om {
+        (crate::metrics::CONTENT_TYPE, om)
+    } else {
+        (
+            crate::metrics::TEXT_CONTENT_TYPE,
+            crate::metrics::to_text_format(&om),
+        )
+    };
+    ([(CONTENT_TYPE, HeaderValue::from_static(ct))], body).into_response()
 }
 
 async fn ready(State(st): State<Arc<AppState>>) -> Response {
@@ -189,13 +214,31 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
 }
 
 async fn remote_write(State(st): State<Arc<AppState>>, req: Request) -> Response {
-    match remote_write_inner(&st, req).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.into_response(),
-    }
+    let start = Instant::now();
+    let m = &st.metrics.m;
+    let resp = match remote_write_inner(&st, req).await {
+        Ok(summary) => {
+            m.write_samples.inc_by(summary.samples + summary.duplicates);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => {
+            if let ApiError::Write(WriteError::Rejected(r)) = &e {
+                m.write_samples.inc_by(r.stored);
+                m.rejected(&r.counts);
+            }
+            e.into_response()
+        }
+    };
+    m.write_requests
+        .get_or_create(&CodeLabel {
+            code: resp.status().as_u16(),
+        })
+        .inc();
+    m.write_duration.observe(start.elapsed().as_secs_f64());
+    resp
 }
 
-async fn remote_write_inner(st: &Arc<AppState>, req: Request) -> Result<(), ApiError> {
+async fn remote_write_inner(st: &Arc<AppState>, req: Request) -> Result<WriteSummary, ApiError> {
     let db = st.ready_db()?;
     write::check_headers(
         header(req.headers(), CONTENT_TYPE),
@@ -215,6 +258,7 @@ async fn remote_write_inner(st: &Arc<AppState>, req: Request) -> Result<(), ApiE
         .reserve(declared.map_or(limits.max_body_bytes, |n| n as usize))
         .await?;
     let body = read_body(req, limits.max_body_bytes).await?;
+    st.metrics.m.write_bytes.inc_by(body.len() as u64);
     // The decoded buffer plus the decoder's index of labels and samples: about twice the
     // decoded size for realistic requests.
     let claimed = remote::claimed_len(&body).unwrap_or(0);
@@ -232,20 +276,43 @@ async fn remote_write_inner(st: &Arc<AppState>, req: Request) -> Result<(), ApiE
     })
     .await;
     match res {
-        Ok(Ok(_summary)) => Ok(()),
+        Ok(Ok(summary)) => Ok(summary),
         Ok(Err(e)) => Err(ApiError::Write(e)),
         Err(join) => Err(ApiError::Internal(format!("write task failed: {join}"))),
     }
 }
 
 async fn remote_read(State(st): State<Arc<AppState>>, req: Request) -> Response {
-    match remote_read_inner(&st, req).await {
+    let start = Instant::now();
+    let mut kind = "unknown";
+    let resp = match remote_read_inner(&st, req, &mut kind, start).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    let m = &st.metrics.m;
+    m.read_requests
+        .get_or_create(&ReadLabels {
+            r#type: kind,
+            code: resp.status().as_u16(),
+        })
+        .inc();
+    // A streamed response is timed by its producer, when the last frame is out.
+    if kind != STREAMED || !resp.status().is_success() {
+        m.read_duration
+            .get_or_create(&TypeLabel { r#type: kind })
+            .observe(start.elapsed().as_secs_f64());
     }
+    resp
 }
 
-async fn remote_read_inner(st: &Arc<AppState>, req: Request) -> Result<Response, ApiError> {
+const STREAMED: &str = "streamed_xor_chunks";
+
+async fn remote_read_inner(
+    st: &Arc<AppState>,
+    req: Request,
+    kind: &mut &'static str,
+    start: Instant,
+) -> Result<Response, ApiError> {
     let db = st.ready_db()?;
     if let Some(enc) = header(req.headers(), CONTENT_ENCODING) {
         if !enc.trim().is_empty() && !enc.trim().eq_ignore_ascii_case("snappy") {
@@ -270,12 +337,16 @@ async fn remote_read_inner(st: &Arc<AppState>, req: Request) -> Result<Response,
     .map_err(|e| ApiError::Internal(format!("read task failed: {e}")))?
     .map_err(ApiError::Read)?;
 
+    let m = Arc::clone(&st.metrics.m);
     match request.response_type {
         ResponseType::Samples => {
+            *kind = "samples";
             let limit = st.cfg.read_sample_limit;
             let body = tokio::task::spawn_blocking(move || {
                 let _slot = slot;
-                let raw = read::samples_response(&db, &request, limit)?;
+                let (raw, stats) = read::samples_response(&db, &request, limit)?;
+                m.read_series.inc_by(stats.series);
+                m.read_samples.inc_by(stats.samples);
                 snap::raw::Encoder::new()
                     .compress_vec(&raw)
                     .map_err(|e| read::ReadError::Storage(format!("snappy: {e}")))
@@ -296,19 +367,27 @@ async fn remote_read_inner(st: &Arc<AppState>, req: Request) -> Result<Response,
                 .into_response())
         }
         ResponseType::StreamedXorChunks => {
+            *kind = STREAMED;
             let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(STREAM_QUEUE);
             let max_frame = st.cfg.read_max_bytes_in_frame;
             tokio::task::spawn_blocking(move || {
                 let _slot = slot;
                 let mut emit = |buf: Vec<u8>| tx.blocking_send(Ok(Bytes::from(buf))).is_ok();
-                if let Err(e) =
-                    read::stream_chunks(&db, &request, max_frame, STREAM_FLUSH_BYTES, &mut emit)
-                {
-                    // Headers are gone already: abort the body so the client sees a broken
-                    // stream rather than a short, valid-looking one.
-                    eprintln!("level=error msg=\"streamed remote read failed\" err=\"{e}\"");
-                    let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+                match read::stream_chunks(&db, &request, max_frame, STREAM_FLUSH_BYTES, &mut emit) {
+                    Ok(stats) => {
+                        m.read_series.inc_by(stats.series);
+                        m.read_chunks.inc_by(stats.chunks);
+                    }
+                    Err(e) => {
+                        // Headers are gone already: abort the body so the client sees a broken
+                        // stream rather than a short, valid-looking one.
+                        eprintln!("level=error msg=\"streamed remote read failed\" err=\"{e}\"");
+                        let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+                    }
                 }
+                m.read_duration
+                    .get_or_create(&TypeLabel { r#type: STREAMED })
+                    .observe(start.elapsed().as_secs_f64());
             });
             Ok((
                 [(

@@ -253,6 +253,11 @@ pub fn prometheus_bin() -> PathBuf {
     find_tool("PROMETHEUS_BIN", "prometheus")
 }
 
+/// The `promtool` binary (`$PROMTOOL_BIN`, /usr/bin or `$PATH`); panics with how to install it.
+pub fn promtool_bin() -> PathBuf {
+    find_tool("PROMTOOL_BIN", "promtool")
+}
+
 fn find_tool(env: &str, name: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env) {
         let p = PathBuf::from(p);

@@ -128,16 +128,38 @@ impl WalError {
     }
 }
 
+/// Upper bounds (seconds) of the fsync-duration histogram in [`WalStats::fsync_buckets`]; the
+/// last bucket counts everything above the last bound.
+pub const FSYNC_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+];
+
 /// Counters the WAL keeps for `/metrics` (read with `Relaxed`; they are statistics).
 #[derive(Debug, Default)]
 pub struct WalStats {
     pub fsyncs: AtomicU64,
     pub fsync_nanos: AtomicU64,
+    /// fsyncs by duration: index `i` counts durations in (`FSYNC_BUCKETS[i-1]`,
+    /// `FSYNC_BUCKETS[i]`]; the last entry those above every bound.
+    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS.len() + 1],
     pub writes_failed: AtomicU64,
     pub records_written: AtomicU64,
     pub bytes_written: AtomicU64,
     pub corruptions_repaired: AtomicU64,
     pub segment: AtomicU64,
+}
+
+impl WalStats {
+    fn observe_fsync(&self, d: Duration) {
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.fsync_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        let secs = d.as_secs_f64();
+        let i = FSYNC_BUCKETS.partition_point(|&b| b < secs);
+        if let Some(b) = self.fsync_buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What replay found.
@@ -584,10 +606,7 @@ impl Shared {
         };
         let start = Instant::now();
         let res = file.sync();
-        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .fsync_nanos
-            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats.observe_fsync(start.elapsed());
         match res {
             Ok(()) => {
                 {
