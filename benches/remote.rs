@@ -14,7 +14,7 @@ mod proto;
 #[path = "../examples/loadgen/workload.rs"]
 mod workload;
 
-use cairn::remote::write::{decode, normalize_labels};
+use cairn::remote::write::{decode, normalize_labels, LabelLimits};
 use cairn::remote::{decompress, BodyLimits};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
@@ -49,7 +49,7 @@ fn remote_write_decode(c: &mut Criterion) {
             let batch = decode(black_box(&raw)).unwrap();
             norm.clear();
             for i in 0..batch.num_series() {
-                normalize_labels(batch.series(i).0, &mut norm).unwrap();
+                normalize_labels(batch.series(i).0, &mut norm, &LabelLimits::default()).unwrap();
             }
             black_box(norm.len())
         })

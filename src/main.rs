@@ -32,6 +32,14 @@ FLAGS:
                                             `never` (the OS decides). [default: always]
     --storage.tsdb.min-block-duration=DUR   Block range; head chunks never cross it. [default: 2h]
     --storage.tsdb.wal-segment-size=BYTES   WAL segment size. [default: 134217728]
+    --storage.tsdb.max-series=N             Most series the head may hold; samples of new series
+                                            beyond it get 400 naming the limit. 0 means no
+                                            limit. [default: 0]
+    --storage.remote.write-label-limit=N    Most labels per series (400 beyond). [default: 64]
+    --storage.remote.write-label-name-length-limit=BYTES
+                                            Longest label name (400 beyond). [default: 1024]
+    --storage.remote.write-label-value-length-limit=BYTES
+                                            Longest label value (400 beyond). [default: 16384]
     --storage.remote.read-sample-limit=N    Most samples one SAMPLES remote-read response may
                                             hold; 0 means no limit. [default: 50000000]
     --storage.remote.read-concurrent-limit=N
@@ -83,6 +91,16 @@ fn parse_flags(args: impl Iterator<Item = String>) -> Result<Option<Flags>, Stri
         match name.as_str() {
             "--web.listen-address" => flags.listen = value,
             "--storage.tsdb.path" => flags.path = value,
+            "--storage.tsdb.max-series" => flags.opts.max_series = number(0)?,
+            "--storage.remote.write-label-limit" => {
+                flags.server.labels.max_labels = number(1)? as usize
+            }
+            "--storage.remote.write-label-name-length-limit" => {
+                flags.server.labels.max_name_bytes = number(1)? as usize
+            }
+            "--storage.remote.write-label-value-length-limit" => {
+                flags.server.labels.max_value_bytes = number(1)? as usize
+            }
             "--storage.remote.read-sample-limit" => {
                 flags.server.read_sample_limit = match number(0)? {
                     0 => u64::MAX,

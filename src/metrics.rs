@@ -76,6 +76,7 @@ impl Metrics {
             ("duplicate", c.duplicate),
             ("out_of_bounds", c.out_of_bounds),
             ("too_far_in_future", c.too_far_in_future),
+            ("series_limit", c.series_limit),
         ] {
             if n > 0 {
                 self.write_rejected
@@ -117,6 +118,7 @@ impl MetricsRegistry {
             "duplicate",
             "out_of_bounds",
             "too_far_in_future",
+            "series_limit",
         ] {
             let _ = m.write_rejected.get_or_create(&ReasonLabel { reason });
         }

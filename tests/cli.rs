@@ -18,6 +18,10 @@ fn help_lists_every_flag_with_its_default() {
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in [
         "--web.listen-address",
+        "--storage.tsdb.max-series",
+        "--storage.remote.write-label-limit",
+        "--storage.remote.write-label-name-length-limit",
+        "--storage.remote.write-label-value-length-limit",
         "--storage.remote.read-sample-limit",
         "--storage.remote.read-concurrent-limit",
         "--storage.remote.read-max-bytes-in-frame",
@@ -39,6 +43,8 @@ fn bad_flags_are_rejected_with_exit_code_2() {
         &["--storage.tsdb.wal-sync=sometimes"],
         &["--storage.tsdb.min-block-duration=0s"],
         &["--storage.remote.read-concurrent-limit=0"],
+        &["--storage.remote.write-label-limit=0"],
+        &["--storage.tsdb.max-series=-1"],
         &["--storage.remote.read-max-bytes-in-frame=12"],
     ] {
         let out = cairn().args(args).output().unwrap();

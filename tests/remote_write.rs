@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn::remote::write::LabelLimits;
 use cairn::remote::BodyLimits;
 use cairn::server::{AppState, ServerConfig};
 use cairn::tsdb::head::now_ms;
@@ -572,4 +573,85 @@ fn poisoned_wal_is_503_and_heals() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(dump(&srv.db).len(), 1);
+}
+
+#[test]
+fn label_limits_are_400s_naming_the_limit() {
+    let cfg = ServerConfig {
+        labels: LabelLimits {
+            max_labels: 3,
+            max_name_bytes: 8,
+            max_value_bytes: 10,
+        },
+        ..ServerConfig::default()
+    };
+    let mut opts = Options::default();
+    opts.wal.sync = SyncPolicy::Never;
+    let srv = TestServer::start_with(cfg, opts);
+    let t = now_ms();
+    let at_limit = [("__name__", "m"), ("a", "0123456789"), ("abcdefgh", "x")];
+    let cases: &[(&str, Vec<(&str, &str)>, &str)] = &[
+        (
+            "too many labels",
+            vec![("__name__", "m"), ("a", "1"), ("b", "2"), ("c", "3")],
+            "more than 3 labels (--storage.remote.write-label-limit)",
+        ),
+        (
+            "name too long",
+            vec![("__name__", "m"), ("abcdefghi", "1")],
+            "label name longer than 8 bytes",
+        ),
+        (
+            "value too long",
+            vec![("__name__", "m"), ("a", "0123456789A")],
+            "label value longer than 10 bytes",
+        ),
+    ];
+    for (case, labels, has) in cases {
+        let r = srv.write(&req(vec![ts(labels, &[(t, 1.0)])]));
+        assert_status(&r, 400, has, case);
+        assert_status(&r, 400, "invalid_labels=1", case);
+        assert!(dump(&srv.db).is_empty(), "{case}");
+    }
+    // An empty value does not count: it is dropped before the count.
+    let r = srv.write(&req(vec![
+        ts(&at_limit, &[(t, 1.0)]),
+        ts(
+            &[("__name__", "n"), ("a", ""), ("b", "1"), ("c", "2")],
+            &[(t, 2.0)],
+        ),
+    ]));
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(dump(&srv.db).len(), 2);
+}
+
+#[test]
+fn series_limit_refuses_new_series_only() {
+    let opts = Options {
+        max_series: 2,
+        wal: WalOptions {
+            sync: SyncPolicy::Never,
+            ..WalOptions::default()
+        },
+        ..Options::default()
+    };
+    let srv = TestServer::start_with(ServerConfig::default(), opts);
+    let t = now_ms();
+    let r = srv.write(&req(vec![
+        ts(&[("__name__", "a")], &[(t, 1.0)]),
+        ts(&[("__name__", "b")], &[(t, 1.0)]),
+    ]));
+    assert_eq!(r.status, 204, "{}", r.text());
+    // A third series is refused; samples of existing series in the same request are stored.
+    let r = srv.write(&req(vec![
+        ts(&[("__name__", "c")], &[(t, 1.0), (t + 1, 2.0)]),
+        ts(&[("__name__", "a")], &[(t + 1, 2.0)]),
+    ]));
+    assert_status(&r, 400, "series limit of 2 reached", "series limit");
+    assert_status(&r, 400, "series_limit=2", "series limit");
+    assert_status(&r, 400, "series #0", "series limit");
+    let d = dump(&srv.db);
+    assert_eq!(d.len(), 2);
+    assert_eq!(d[r#"{__name__="a"}"#].len(), 2);
+    assert_eq!(srv.db.head().num_series(), 2);
 }

@@ -71,6 +71,7 @@ impl std::fmt::Display for Rejections {
             ("duplicate", c.duplicate),
             ("out_of_bounds", c.out_of_bounds),
             ("too_far_in_future", c.too_far_in_future),
+            ("series_limit", c.series_limit),
         ] {
             if n > 0 {
                 write!(f, " {name}={n}")?;
@@ -331,6 +332,25 @@ fn utf8(b: &[u8]) -> Option<&str> {
     }
 }
 
+/// Per-series label limits (clear 400s instead of unbounded label sets).
+#[derive(Debug, Clone, Copy)]
+pub struct LabelLimits {
+    /// Labels per series, after empty values are dropped.
+    pub max_labels: usize,
+    pub max_name_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl Default for LabelLimits {
+    fn default() -> Self {
+        LabelLimits {
+            max_labels: 64,
+            max_name_bytes: 1024,
+            max_value_bytes: 16 * 1024,
+        }
+    }
+}
+
 /// Normalise one series' labels into `out` as Prometheus tolerates them: labels with an empty
 /// value are dropped (an empty value means "absent"), the rest sorted by name. Fails for
 /// invalid UTF-8, no labels left, an empty name, or a repeated name. On failure `out` is left
@@ -338,10 +358,17 @@ fn utf8(b: &[u8]) -> Option<&str> {
 pub fn normalize_labels<'a>(
     raw: &[RawLabel<'a>],
     out: &mut Vec<(&'a str, &'a str)>,
+    limits: &LabelLimits,
 ) -> Result<(), InvalidLabels> {
     let start = out.len();
     let res = (|| {
         for &(n, v) in raw {
+            if n.len() > limits.max_name_bytes {
+                return Err(InvalidLabels::NameTooLong);
+            }
+            if v.len() > limits.max_value_bytes {
+                return Err(InvalidLabels::ValueTooLong);
+            }
             let (Some(n), Some(v)) = (utf8(n), utf8(v)) else {
                 return Err(InvalidLabels::InvalidUtf8);
             };
@@ -350,6 +377,9 @@ pub fn normalize_labels<'a>(
             }
         }
         let ls = &mut out[start..];
+        if ls.len() > limits.max_labels {
+            return Err(InvalidLabels::TooManyLabels);
+        }
         // Senders sort already; only sort when they did not.
         if !ls.is_sorted_by(|a, b| a.0 <= b.0) {
             ls.sort_unstable_by(|a, b| a.0.cmp(b.0));
@@ -373,7 +403,11 @@ pub fn normalize_labels<'a>(
 /// Store a decoded request. Returns the summary when every sample was stored (or was an exact
 /// duplicate); [`WriteError::Rejected`] when some could never be stored (the valid rest was);
 /// [`WriteError::Storage`] when nothing was stored and a retry may work.
-pub fn store(db: &Db, batch: &WriteBatch<'_>) -> Result<WriteSummary, WriteError> {
+pub fn store(
+    db: &Db,
+    batch: &WriteBatch<'_>,
+    limits: &LabelLimits,
+) -> Result<WriteSummary, WriteError> {
     let n = batch.num_series();
     let mut norm: Vec<(&str, &str)> = Vec::with_capacity(batch.labels.len());
     let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(n); // (request index, start, end)
@@ -382,7 +416,7 @@ pub fn store(db: &Db, batch: &WriteBatch<'_>) -> Result<WriteSummary, WriteError
     for i in 0..n {
         let (raw, samples) = batch.series(i);
         let start = norm.len();
-        match normalize_labels(raw, &mut norm) {
+        match normalize_labels(raw, &mut norm, limits) {
             Ok(()) => spans.push((i, start, norm.len())),
             Err(why) => {
                 counts.add(RejectReason::InvalidLabels(why), samples.len() as u64);
@@ -407,10 +441,10 @@ pub fn store(db: &Db, batch: &WriteBatch<'_>) -> Result<WriteSummary, WriteError
         metadata: batch.metadata,
     };
     // The offender earliest in the request, whichever check found it.
-    let bad = first_bad.map(|(i, why)| (i, why.describe().to_string()));
+    let bad = first_bad.map(|(i, why)| (i, describe_invalid(why, limits)));
     let engine = report
         .first_rejection
-        .map(|r| (spans[r.series].0, describe_rejection(r.reason, r.t)));
+        .map(|r| (spans[r.series].0, describe_rejection(db, r.reason, r.t)));
     let (first_series, first_reason) = match (bad, engine) {
         (Some(a), Some(b)) => std::cmp::min_by_key(a, b, |x| x.0),
         (Some(a), None) | (None, Some(a)) => a,
@@ -426,9 +460,32 @@ pub fn store(db: &Db, batch: &WriteBatch<'_>) -> Result<WriteSummary, WriteError
     })))
 }
 
+/// A label-set problem, naming the limit that was crossed.
+fn describe_invalid(why: InvalidLabels, l: &LabelLimits) -> String {
+    match why {
+        InvalidLabels::TooManyLabels => format!(
+            "more than {} labels (--storage.remote.write-label-limit)",
+            l.max_labels
+        ),
+        InvalidLabels::NameTooLong => format!(
+            "label name longer than {} bytes (--storage.remote.write-label-name-length-limit)",
+            l.max_name_bytes
+        ),
+        InvalidLabels::ValueTooLong => format!(
+            "label value longer than {} bytes (--storage.remote.write-label-value-length-limit)",
+            l.max_value_bytes
+        ),
+        other => other.describe().to_string(),
+    }
+}
+
 /// Prometheus's wording (operators grep their logs for it), with the timestamp.
-fn describe_rejection(reason: RejectReason, t: i64) -> String {
+fn describe_rejection(db: &Db, reason: RejectReason, t: i64) -> String {
     match reason {
+        RejectReason::SeriesLimit => format!(
+            "series limit of {} reached (--storage.tsdb.max-series); new series are refused",
+            db.head().options().max_series
+        ),
         RejectReason::InvalidLabels(why) => why.describe().to_string(),
         RejectReason::OutOfOrder => format!("out of order sample (timestamp {t})"),
         RejectReason::Duplicate => {

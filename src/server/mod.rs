@@ -50,6 +50,8 @@ pub struct ServerConfig {
     /// memory stays bounded however many shards a sender runs.
     pub write_inflight_bytes: usize,
     pub write_queue_timeout: Duration,
+    /// Per-series label limits of remote write.
+    pub labels: write::LabelLimits,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +63,7 @@ impl Default for ServerConfig {
             read_max_bytes_in_frame: 1 << 20,
             write_inflight_bytes: 1 << 30,
             write_queue_timeout: Duration::from_secs(5),
+            labels: write::LabelLimits::default(),
         }
     }
 }
@@ -267,12 +270,13 @@ async fn remote_write_inner(st: &Arc<AppState>, req: Request) -> Result<WriteSum
 
     // The permit moves into the task: if the client goes away, the work (and its memory)
     // still counts until it is done.
+    let labels = st.cfg.labels;
     let res = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let buf = remote::decompress(&body, &limits)?;
         drop(body);
         let batch = write::decode(&buf)?;
-        write::store(&db, &batch)
+        write::store(&db, &batch, &labels)
     })
     .await;
     match res {

@@ -40,6 +40,8 @@ pub struct Options {
     /// Samples further in the future than this are rejected.
     pub max_future: Duration,
     pub head_chunk_file_size: u64,
+    /// Most series the head may hold (`--storage.tsdb.max-series`); 0: no limit.
+    pub max_series: u64,
     /// File-system seam for the WAL (tests inject faults here).
     pub fs: Arc<dyn FileSystem>,
 }
@@ -51,6 +53,7 @@ impl Default for Options {
             block_range_ms: DEFAULT_BLOCK_RANGE_MS,
             max_future: Duration::from_secs(600),
             head_chunk_file_size: DEFAULT_MAX_FILE_SIZE,
+            max_series: 0,
             fs: Arc::new(OsFs),
         }
     }
@@ -179,6 +182,7 @@ impl Db {
             HeadOptions {
                 chunk_range: opts.block_range_ms,
                 max_future_ms: opts.max_future.as_millis() as i64,
+                max_series: opts.max_series,
             },
             mapper,
         );

@@ -81,6 +81,10 @@ pub enum InvalidLabels {
     /// A name or value is not valid UTF-8 (found by the protocol decoders; the engine only
     /// sees `&str`).
     InvalidUtf8,
+    /// Over the protocol layer's label limits.
+    TooManyLabels,
+    NameTooLong,
+    ValueTooLong,
 }
 
 impl InvalidLabels {
@@ -92,6 +96,9 @@ impl InvalidLabels {
             InvalidLabels::Unsorted => "labels not sorted by name",
             InvalidLabels::DuplicateName => "duplicate label name",
             InvalidLabels::InvalidUtf8 => "label name or value is not valid UTF-8",
+            InvalidLabels::TooManyLabels => "too many labels",
+            InvalidLabels::NameTooLong => "label name too long",
+            InvalidLabels::ValueTooLong => "label value too long",
         }
     }
 }
@@ -108,6 +115,8 @@ pub enum RejectReason {
     OutOfBounds,
     /// Further in the future than `max_future` allows.
     TooFarInFuture,
+    /// A new series beyond the head's series limit.
+    SeriesLimit,
 }
 
 impl RejectReason {
@@ -119,6 +128,7 @@ impl RejectReason {
             RejectReason::Duplicate => "duplicate",
             RejectReason::OutOfBounds => "out_of_bounds",
             RejectReason::TooFarInFuture => "too_far_in_future",
+            RejectReason::SeriesLimit => "series_limit",
         }
     }
 }
@@ -131,6 +141,7 @@ pub struct RejectCounts {
     pub duplicate: u64,
     pub out_of_bounds: u64,
     pub too_far_in_future: u64,
+    pub series_limit: u64,
 }
 
 impl RejectCounts {
@@ -141,6 +152,7 @@ impl RejectCounts {
             RejectReason::Duplicate => &mut self.duplicate,
             RejectReason::OutOfBounds => &mut self.out_of_bounds,
             RejectReason::TooFarInFuture => &mut self.too_far_in_future,
+            RejectReason::SeriesLimit => &mut self.series_limit,
         };
         *c += n;
     }
@@ -150,6 +162,7 @@ impl RejectCounts {
         self.duplicate += o.duplicate;
         self.out_of_bounds += o.out_of_bounds;
         self.too_far_in_future += o.too_far_in_future;
+        self.series_limit += o.series_limit;
     }
 
     pub fn total(&self) -> u64 {
@@ -158,6 +171,7 @@ impl RejectCounts {
             + self.duplicate
             + self.out_of_bounds
             + self.too_far_in_future
+            + self.series_limit
     }
 }
 
@@ -206,6 +220,9 @@ pub struct HeadOptions {
     pub chunk_range: i64,
     /// Samples further than this many ms in the future are rejected.
     pub max_future_ms: i64,
+    /// Most series the head may hold; samples of new series beyond it are rejected
+    /// ([`RejectReason::SeriesLimit`]). 0: no limit. Replay is never limited.
+    pub max_series: u64,
 }
 
 /// Statistics for `/metrics` (relaxed atomics).
@@ -787,26 +804,46 @@ impl Head {
         key.clear();
         Labels::encode_sorted_pairs_into(labels.iter().copied(), key);
         let hash = xxhash_rust::xxh64::xxh64(key.as_bytes(), 0);
-        self.get_or_create_encoded(hash, key, with_ref)
+        // Replay (the only caller) restores what the WAL holds: never limited.
+        self.get_or_create_encoded(hash, key, with_ref, false)
+            .unwrap_or_else(|| (Arc::new(self.new_series(key, with_ref)), true))
     }
 
-    /// [`Head::get_or_create`] for a label set already encoded (`key`) and hashed.
+    /// [`Head::get_or_create`] for a label set already encoded (`key`) and hashed. With
+    /// `limited`, a new series is created only while the head holds fewer than
+    /// `max_series` (the count is reserved atomically, so the limit is exact); `None` means
+    /// the limit refused it.
     fn get_or_create_encoded(
         &self,
         hash: u64,
         key: &str,
         with_ref: Option<u64>,
-    ) -> (Arc<MemSeries>, bool) {
+        limited: bool,
+    ) -> Option<(Arc<MemSeries>, bool)> {
         if let Some(s) = self.lookup(hash, key) {
-            return (s, false);
+            return Some((s, false));
         }
         let Some(stripe) = Self::stripe(&self.by_hash, hash) else {
             // STRIPES > 0, so unreachable; fall back to an unindexed series rather than panic.
-            return (Arc::new(self.new_series(key, with_ref)), true);
+            return Some((Arc::new(self.new_series(key, with_ref)), true));
         };
         let mut stripe = stripe.write();
         if let Some(s) = stripe.find(hash, key) {
-            return (Arc::clone(s), false);
+            return Some((Arc::clone(s), false));
+        }
+        let max = self.opts.max_series;
+        if limited && max > 0 {
+            let reserved =
+                self.stats
+                    .series
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < max).then_some(n + 1)
+                    });
+            if reserved.is_err() {
+                return None;
+            }
+        } else {
+            self.stats.series.fetch_add(1, Ordering::Relaxed);
         }
         let series = Arc::new(self.new_series(key, with_ref));
         stripe.insert(hash, Arc::clone(&series));
@@ -815,9 +852,8 @@ impl Head {
             st.write().insert(series.sref, Arc::clone(&series));
         }
         self.postings.write().add(series.sref, series.labels.iter());
-        self.stats.series.fetch_add(1, Ordering::Relaxed);
         self.stats.series_created.fetch_add(1, Ordering::Relaxed);
-        (series, true)
+        Some((series, true))
     }
 
     /// Step 1 of an append: find or create every valid series of `batch` into `sc.resolved`.
@@ -920,11 +956,20 @@ impl Head {
                 };
                 let key = sc.keys.get(k.start..k.end).unwrap_or_default();
                 let found = match cand.take() {
-                    Some(s) if s.labels.encoded() == key => (s, false),
-                    _ => self.get_or_create_encoded(k.hash, key, None),
+                    Some(s) if s.labels.encoded() == key => Some((s, false)),
+                    _ => self.get_or_create_encoded(k.hash, key, None, true),
                 };
-                report.new_series += u64::from(found.1);
-                sc.resolved.push((k.index, found.0));
+                match found {
+                    Some((series, created)) => {
+                        report.new_series += u64::from(created);
+                        sc.resolved.push((k.index, series));
+                    }
+                    None => {
+                        let samples = batch.get(k.index).map_or(&[][..], |s| s.samples);
+                        let t = samples.first().map_or(0, |x| x.t);
+                        report.reject(k.index, t, RejectReason::SeriesLimit, samples.len() as u64);
+                    }
+                }
             }
         }
     }
