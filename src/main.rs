@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cairn::server::{self, AppState, ServerConfig};
 use cairn::tsdb::wal::{SyncPolicy, WalOptions};
-use cairn::tsdb::{parse_duration, Db, Options};
+use cairn::tsdb::{parse_duration, Db, Options, ProgressFn, ReplayProgress};
 use tokio::sync::watch;
 
 const HELP: &str = "\
@@ -48,10 +48,23 @@ FLAGS:
     --storage.remote.read-max-bytes-in-frame=BYTES
                                             Budget of one streamed remote-read frame.
                                             [default: 1048576]
+    --web.enable-lifecycle                  Serve POST /-/quit (graceful stop, as SIGTERM).
+                                            [default: false]
     -h, --help                              Print this help.
 
 Durations use Prometheus syntax: 100ms, 15s, 2h, 15d, 1y (= 365d).
 ";
+
+/// Flags that take no value (`--flag` means true; `--flag=false` is accepted too).
+const BOOL_FLAGS: &[&str] = &["--web.enable-lifecycle"];
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("invalid {name} {value:?}: want true or false")),
+    }
+}
 
 struct Flags {
     listen: String,
@@ -74,6 +87,8 @@ fn parse_flags(args: impl Iterator<Item = String>) -> Result<Option<Flags>, Stri
         }
         let (name, value) = match arg.split_once('=') {
             Some((n, v)) => (n.to_string(), v.to_string()),
+            // Boolean flags stand alone, as in Prometheus (`--web.enable-lifecycle`).
+            None if BOOL_FLAGS.contains(&arg.as_str()) => (arg, "true".to_string()),
             None => {
                 let v = args
                     .next()
@@ -90,6 +105,9 @@ fn parse_flags(args: impl Iterator<Item = String>) -> Result<Option<Flags>, Stri
         };
         match name.as_str() {
             "--web.listen-address" => flags.listen = value,
+            "--web.enable-lifecycle" => {
+                flags.server.enable_lifecycle = parse_bool(&name, &value)?;
+            }
             "--storage.tsdb.path" => flags.path = value,
             "--storage.tsdb.max-series" => flags.opts.max_series = number(0)?,
             "--storage.remote.write-label-limit" => {
@@ -154,21 +172,23 @@ async fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
     }
 }
 
-/// Resolves when SIGINT or SIGTERM arrives (and stays resolved).
-fn shutdown_signal() -> Result<watch::Receiver<bool>, String> {
+/// A channel that turns true on SIGINT or SIGTERM (or when `/-/quit` sends on it).
+fn shutdown_signal() -> Result<(Arc<watch::Sender<bool>>, watch::Receiver<bool>), String> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
     let (tx, rx) = watch::channel(false);
+    let tx = Arc::new(tx);
+    let signal_tx = Arc::clone(&tx);
     tokio::spawn(async move {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
         eprintln!("level=info msg=\"signal received, shutting down\" signal={name}");
-        let _ = tx.send(true);
+        let _ = signal_tx.send(true);
     });
-    Ok(rx)
+    Ok((tx, rx))
 }
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {
@@ -202,7 +222,7 @@ fn log_open(path: &str, db: &Db) {
 }
 
 async fn run(flags: Flags) -> Result<(), String> {
-    let stop = shutdown_signal()?;
+    let (stop_tx, stop) = shutdown_signal()?;
     let listener = bind(&flags.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", flags.listen))?;
@@ -212,6 +232,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         local.map_or_else(|| flags.listen.clone(), |a| a.to_string())
     );
     let state = AppState::new(flags.server.clone());
+    state.set_quit(stop_tx);
     let server = tokio::spawn(server::serve(
         listener,
         Arc::clone(&state),
@@ -219,7 +240,27 @@ async fn run(flags: Flags) -> Result<(), String> {
     ));
 
     let path = flags.path.clone();
-    let opts = flags.opts;
+    let mut opts = flags.opts;
+    // A progress line at most every 5 s (and for the last segment), for long replays.
+    let last_log = std::sync::Mutex::new(Instant::now());
+    opts.replay_progress = Some(ProgressFn(Arc::new(move |p: ReplayProgress| {
+        let Ok(mut last) = last_log.lock() else {
+            return;
+        };
+        if p.segments_done < p.segments && last.elapsed() < Duration::from_secs(5) {
+            return;
+        }
+        *last = Instant::now();
+        let secs = p.elapsed.as_secs_f64().max(1e-9);
+        eprintln!(
+            "level=info msg=\"WAL replay\" segments={}/{} percent={:.0} samples={} samples_per_sec={:.0}",
+            p.segments_done,
+            p.segments,
+            100.0 * p.segments_done as f64 / p.segments.max(1) as f64,
+            p.samples,
+            p.samples as f64 / secs
+        );
+    })));
     let open = tokio::task::spawn_blocking(move || Db::open(&path, opts));
     let db = tokio::select! {
         res = open => res

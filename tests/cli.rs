@@ -2,6 +2,8 @@
 //! a second process on the same directory refused, bad flags rejected.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -18,6 +20,7 @@ fn help_lists_every_flag_with_its_default() {
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in [
         "--web.listen-address",
+        "--web.enable-lifecycle",
         "--storage.tsdb.max-series",
         "--storage.remote.write-label-limit",
         "--storage.remote.write-label-name-length-limit",
@@ -45,6 +48,7 @@ fn bad_flags_are_rejected_with_exit_code_2() {
         &["--storage.remote.read-concurrent-limit=0"],
         &["--storage.remote.write-label-limit=0"],
         &["--storage.tsdb.max-series=-1"],
+        &["--web.enable-lifecycle=yes"],
         &["--storage.remote.read-max-bytes-in-frame=12"],
     ] {
         let out = cairn().args(args).output().unwrap();
@@ -53,16 +57,28 @@ fn bad_flags_are_rejected_with_exit_code_2() {
     }
 }
 
-#[test]
-fn starts_refuses_a_second_instance_and_closes_cleanly_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = format!("--storage.tsdb.path={}", dir.path().display());
+/// A running `cairn` whose stderr is collected; `ready` fires on "data directory ready".
+struct Running {
+    child: std::process::Child,
+    ready: mpsc::Receiver<()>,
+    /// The bound address, from the "listening" log line.
+    addr: mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<String>,
+}
+
+fn start(path: &str) -> Running {
+    start_with(path, &[])
+}
+
+fn start_with(path: &str, extra: &[&str]) -> Running {
     let mut child = cairn()
-        .args([&path, "--web.listen-address=127.0.0.1:0"])
+        .args([path, "--web.listen-address=127.0.0.1:0"])
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = mpsc::channel();
+    let (tx, ready) = mpsc::channel();
+    let (addr_tx, addr) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut all = String::new();
@@ -71,12 +87,46 @@ fn starts_refuses_a_second_instance_and_closes_cleanly_on_sigterm() {
             if line.contains("data directory ready") {
                 let _ = tx.send(());
             }
+            if let Some(a) = line.split("msg=\"listening\" address=").nth(1) {
+                let _ = addr_tx.send(a.trim().to_string());
+            }
             all.push_str(&line);
             all.push('\n');
         }
         all
     });
-    rx.recv_timeout(Duration::from_secs(30))
+    Running {
+        child,
+        ready,
+        addr,
+        reader,
+    }
+}
+
+impl Running {
+    /// SIGTERM, wait, and return the log; the exit must be clean.
+    fn stop(mut self) -> String {
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
+            0
+        );
+        let status = self.child.wait().unwrap();
+        let log = self.reader.join().unwrap();
+        assert!(status.success(), "exit {status:?}\n{log}");
+        assert!(log.contains("closed cleanly"), "{log}");
+        log
+    }
+}
+
+#[test]
+fn starts_refuses_a_second_instance_and_closes_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("--storage.tsdb.path={}", dir.path().display());
+    let first = start(&path);
+    first
+        .ready
+        .recv_timeout(Duration::from_secs(30))
         .expect("cairn never reported ready");
 
     let second = cairn()
@@ -87,11 +137,51 @@ fn starts_refuses_a_second_instance_and_closes_cleanly_on_sigterm() {
     let msg = String::from_utf8_lossy(&second.stderr);
     assert!(msg.contains("in use by another process"), "{msg}");
 
-    // SAFETY: sending a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let status = child.wait().unwrap();
-    let log = reader.join().unwrap();
-    assert!(status.success(), "exit {status:?}\n{log}");
-    assert!(log.contains("closed cleanly"), "{log}");
+    let log = first.stop();
+    assert!(
+        log.contains("msg=\"listening\" address=127.0.0.1:"),
+        "{log}"
+    );
     assert!(dir.path().join("wal/00000000").exists());
+
+    // A restart replays the segment the first run left and logs its progress.
+    let again = start(&path);
+    again
+        .ready
+        .recv_timeout(Duration::from_secs(30))
+        .expect("cairn never reported ready after a restart");
+    let log = again.stop();
+    assert!(
+        log.contains("msg=\"WAL replay\" segments=1/1 percent=100"),
+        "{log}"
+    );
+}
+
+#[test]
+fn quit_endpoint_needs_the_lifecycle_flag_and_stops_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("--storage.tsdb.path={}", dir.path().display());
+
+    let plain = start(&path);
+    plain.ready.recv_timeout(Duration::from_secs(30)).unwrap();
+    let addr = plain.addr.recv_timeout(Duration::from_secs(5)).unwrap();
+    let r = common::http::Client::new(addr)
+        .post("/-/quit", &[], &[])
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("--web.enable-lifecycle"));
+    plain.stop();
+
+    let mut life = start_with(&path, &["--web.enable-lifecycle"]);
+    life.ready.recv_timeout(Duration::from_secs(30)).unwrap();
+    let addr = life.addr.recv_timeout(Duration::from_secs(5)).unwrap();
+    let r = common::http::Client::new(addr)
+        .post("/-/quit", &[], &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let status = life.child.wait().unwrap();
+    let log = life.reader.join().unwrap();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("stop requested through /-/quit"), "{log}");
+    assert!(log.contains("closed cleanly"), "{log}");
 }

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub write_queue_timeout: Duration,
     /// Per-series label limits of remote write.
     pub labels: write::LabelLimits,
+    /// Serve `POST|PUT /-/quit` (`--web.enable-lifecycle`); 403 otherwise.
+    pub enable_lifecycle: bool,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +66,7 @@ impl Default for ServerConfig {
             write_inflight_bytes: 1 << 30,
             write_queue_timeout: Duration::from_secs(5),
             labels: write::LabelLimits::default(),
+            enable_lifecycle: false,
         }
     }
 }
@@ -80,6 +83,7 @@ pub struct AppState {
     cfg: ServerConfig,
     db: Arc<OnceLock<Arc<Db>>>,
     metrics: MetricsRegistry,
+    quit: OnceLock<Arc<tokio::sync::watch::Sender<bool>>>,
     read_slots: Arc<Semaphore>,
     write_budget: Arc<Semaphore>,
     write_budget_units: usize,
@@ -101,12 +105,18 @@ impl AppState {
             write_budget_units: units,
             cfg,
             db,
+            quit: OnceLock::new(),
         })
     }
 
     /// Hand over the recovered data directory: `/-/ready` turns 200, data routes open.
     pub fn set_ready(&self, db: Arc<Db>) {
         let _ = self.db.set(db);
+    }
+
+    /// Where `/-/quit` sends its request to stop (the same channel the signal handler uses).
+    pub fn set_quit(&self, tx: Arc<tokio::sync::watch::Sender<bool>>) {
+        let _ = self.quit.set(tx);
     }
 
     pub fn db(&self) -> Option<&Arc<Db>> {
@@ -145,6 +155,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/-/quit", post(quit).put(quit))
         .with_state(state)
 }
 
@@ -180,6 +191,25 @@ async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Respons
         )
     };
     ([(CONTENT_TYPE, HeaderValue::from_static(ct))], body).into_response()
+}
+
+/// Graceful stop, as SIGTERM, when `--web.enable-lifecycle` is set.
+async fn quit(State(st): State<Arc<AppState>>) -> Response {
+    if !st.cfg.enable_lifecycle {
+        return (
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled (start cairn with --web.enable-lifecycle).\n",
+        )
+            .into_response();
+    }
+    match st.quit.get() {
+        Some(tx) => {
+            eprintln!("level=info msg=\"stop requested through /-/quit\"");
+            let _ = tx.send(true);
+            (StatusCode::OK, "Requesting termination... Goodbye!\n").into_response()
+        }
+        None => ApiError::Internal("no shutdown channel".into()).into_response(),
+    }
 }
 
 async fn ready(State(st): State<Arc<AppState>>) -> Response {

@@ -44,6 +44,27 @@ pub struct Options {
     pub max_series: u64,
     /// File-system seam for the WAL (tests inject faults here).
     pub fs: Arc<dyn FileSystem>,
+    /// Called after each replayed WAL segment (for progress logs).
+    pub replay_progress: Option<ProgressFn>,
+}
+
+/// Where WAL replay is.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayProgress {
+    pub segments_done: u64,
+    pub segments: u64,
+    pub samples: u64,
+    pub elapsed: Duration,
+}
+
+/// A replay-progress callback.
+#[derive(Clone)]
+pub struct ProgressFn(pub Arc<dyn Fn(ReplayProgress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressFn")
+    }
 }
 
 impl Default for Options {
@@ -55,6 +76,7 @@ impl Default for Options {
             head_chunk_file_size: DEFAULT_MAX_FILE_SIZE,
             max_series: 0,
             fs: Arc::new(OsFs),
+            replay_progress: None,
         }
     }
 }
@@ -186,11 +208,26 @@ impl Db {
             },
             mapper,
         );
-        let (wal, wal_report) = Wal::open(
+        let replayed = std::cell::Cell::new(0u64);
+        let (wal, wal_report) = Wal::open_with_progress(
             &dir.join("wal"),
             opts.wal.clone(),
             Arc::clone(&opts.fs),
-            |rec| head.replay_record(rec, &mut st),
+            |rec| {
+                let r = head.replay_record(rec, &mut st);
+                replayed.set(st.samples_replayed);
+                r
+            },
+            |done, total| {
+                if let Some(p) = &opts.replay_progress {
+                    (p.0)(ReplayProgress {
+                        segments_done: done,
+                        segments: total,
+                        samples: replayed.get(),
+                        elapsed: start.elapsed(),
+                    });
+                }
+            },
         )?;
         report.wal = wal_report;
         report.series = st.series;

@@ -16,7 +16,7 @@ pub mod fileutil;
 pub mod head;
 pub mod wal;
 
-pub use db::{Db, DbError, OpenReport, Options};
+pub use db::{Db, DbError, OpenReport, Options, ProgressFn, ReplayProgress};
 pub use head::{AppendError, AppendReport, AppendSeries, RejectReason, Sample};
 
 use std::time::Duration;

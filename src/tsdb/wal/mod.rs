@@ -258,10 +258,21 @@ impl Wal {
         fs: Arc<dyn FileSystem>,
         on_record: impl FnMut(&[u8]) -> ReplayResult,
     ) -> Result<(Wal, ReplayReport), WalError> {
+        Self::open_with_progress(dir, opts, fs, on_record, |_, _| {})
+    }
+
+    /// [`Wal::open`], calling `on_segment(done, total)` after each replayed segment.
+    pub fn open_with_progress(
+        dir: &Path,
+        opts: WalOptions,
+        fs: Arc<dyn FileSystem>,
+        on_record: impl FnMut(&[u8]) -> ReplayResult,
+        on_segment: impl FnMut(u64, u64),
+    ) -> Result<(Wal, ReplayReport), WalError> {
         std::fs::create_dir_all(dir).map_err(|e| WalError::io("create dir", dir, e))?;
         crate::tsdb::fileutil::remove_tmp_leftovers(dir)
             .map_err(|e| WalError::io("clean leftovers", dir, e))?;
-        let report = replay_and_repair(dir, on_record)?;
+        let report = replay_and_repair(dir, on_record, on_segment)?;
         let segs = list_segments(dir).map_err(|e| WalError::io("list segments", dir, e))?;
         let next = segs.last().map_or(0, |&i| i + 1);
         let path = segment_name(dir, next);
@@ -657,6 +668,7 @@ impl Shared {
 fn replay_and_repair(
     dir: &Path,
     mut on_record: impl FnMut(&[u8]) -> ReplayResult,
+    mut on_segment: impl FnMut(u64, u64),
 ) -> Result<ReplayReport, WalError> {
     let segs = list_segments(dir).map_err(|e| WalError::io("list segments", dir, e))?;
     for pair in segs.windows(2) {
@@ -697,6 +709,7 @@ fn replay_and_repair(
                 Err(e) => break Some(e),
             }
         };
+        on_segment(i as u64 + 1, segs.len() as u64);
         let Some(err) = failure else { continue };
         let later = segs.get(i + 1..).unwrap_or_default();
         report.repaired = Some(repair(dir, seg, later, &err)?);
