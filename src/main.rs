@@ -11,9 +11,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cairn::log::{Format, Level};
 use cairn::server::{self, AppState, ServerConfig};
 use cairn::tsdb::wal::{SyncPolicy, WalOptions};
 use cairn::tsdb::{parse_duration, Db, Options, ProgressFn, ReplayProgress};
+use cairn::{log_error, log_info, log_warn};
 use tokio::sync::watch;
 
 const HELP: &str = "\
@@ -50,6 +52,8 @@ FLAGS:
                                             [default: 1048576]
     --web.enable-lifecycle                  Serve POST /-/quit (graceful stop, as SIGTERM).
                                             [default: false]
+    --log.level=LEVEL                       debug, info, warn or error. [default: info]
+    --log.format=FORMAT                     logfmt or json. [default: logfmt]
     -h, --help                              Print this help.
 
 Durations use Prometheus syntax: 100ms, 15s, 2h, 15d, 1y (= 365d).
@@ -67,6 +71,8 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
 }
 
 struct Flags {
+    log_level: Level,
+    log_format: Format,
     listen: String,
     path: String,
     opts: Options,
@@ -75,6 +81,8 @@ struct Flags {
 
 fn parse_flags(args: impl Iterator<Item = String>) -> Result<Option<Flags>, String> {
     let mut flags = Flags {
+        log_level: Level::Info,
+        log_format: Format::Logfmt,
         listen: ":9201".into(),
         path: "data/".into(),
         opts: Options::default(),
@@ -105,6 +113,8 @@ fn parse_flags(args: impl Iterator<Item = String>) -> Result<Option<Flags>, Stri
         };
         match name.as_str() {
             "--web.listen-address" => flags.listen = value,
+            "--log.level" => flags.log_level = value.parse()?,
+            "--log.format" => flags.log_format = value.parse()?,
             "--web.enable-lifecycle" => {
                 flags.server.enable_lifecycle = parse_bool(&name, &value)?;
             }
@@ -185,7 +195,7 @@ fn shutdown_signal() -> Result<(Arc<watch::Sender<bool>>, watch::Receiver<bool>)
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        eprintln!("level=info msg=\"signal received, shutting down\" signal={name}");
+        log_info!("signal received, shutting down", signal = name);
         let _ = signal_tx.send(true);
     });
     Ok((tx, rx))
@@ -201,23 +211,32 @@ const GRACE: Duration = Duration::from_secs(30);
 fn log_open(path: &str, db: &Db) {
     let r = db.open_report();
     if let Some(rep) = &r.wal.repaired {
-        eprintln!(
-            "level=warn msg=\"WAL corruption repaired\" segment={} offset={} segments_deleted={} bytes_dropped={} err=\"{}\"",
-            rep.segment, rep.offset, rep.segments_deleted, rep.bytes_dropped, rep.error
+        log_warn!(
+            "WAL corruption repaired",
+            segment = rep.segment,
+            offset = rep.offset,
+            segments_deleted = rep.segments_deleted,
+            bytes_dropped = rep.bytes_dropped,
+            err = rep.error
         );
     }
     if let Some((file, off, why)) = &r.chunks.dropped_tail {
-        eprintln!("level=warn msg=\"head chunk file tail dropped; data comes from the WAL\" file={file:06} offset={off} err=\"{why}\"");
+        log_warn!(
+            "head chunk file tail dropped; data comes from the WAL",
+            file = format!("{file:06}"),
+            offset = off,
+            err = why
+        );
     }
-    eprintln!(
-        "level=info msg=\"data directory ready\" path={:?} head_series={} samples_replayed={} wal_segments={} chunks_mapped={} duration={:?} wal_sync={:?}",
-        path,
-        db.head().num_series(),
-        r.samples_replayed,
-        r.wal.segments,
-        r.chunks.chunks,
-        r.duration,
-        db.wal().sync_policy(),
+    log_info!(
+        "data directory ready",
+        path = path,
+        head_series = db.head().num_series(),
+        samples_replayed = r.samples_replayed,
+        wal_segments = r.wal.segments,
+        chunks_mapped = r.chunks.chunks,
+        duration = format!("{:?}", r.duration),
+        wal_sync = format!("{:?}", db.wal().sync_policy())
     );
 }
 
@@ -227,9 +246,9 @@ async fn run(flags: Flags) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", flags.listen))?;
     let local: Option<SocketAddr> = listener.local_addr().ok();
-    eprintln!(
-        "level=info msg=\"listening\" address={}",
-        local.map_or_else(|| flags.listen.clone(), |a| a.to_string())
+    log_info!(
+        "listening",
+        address = local.map_or_else(|| flags.listen.clone(), |a| a.to_string())
     );
     let state = AppState::new(flags.server.clone());
     state.set_quit(stop_tx);
@@ -252,13 +271,15 @@ async fn run(flags: Flags) -> Result<(), String> {
         }
         *last = Instant::now();
         let secs = p.elapsed.as_secs_f64().max(1e-9);
-        eprintln!(
-            "level=info msg=\"WAL replay\" segments={}/{} percent={:.0} samples={} samples_per_sec={:.0}",
-            p.segments_done,
-            p.segments,
-            100.0 * p.segments_done as f64 / p.segments.max(1) as f64,
-            p.samples,
-            p.samples as f64 / secs
+        log_info!(
+            "WAL replay",
+            segments = format!("{}/{}", p.segments_done, p.segments),
+            percent = format!(
+                "{:.0}",
+                100.0 * p.segments_done as f64 / p.segments.max(1) as f64
+            ),
+            samples = p.samples,
+            samples_per_sec = format!("{:.0}", p.samples as f64 / secs)
         );
     })));
     let open = tokio::task::spawn_blocking(move || Db::open(&path, opts));
@@ -269,7 +290,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         _ = wait_for(stop.clone()) => {
             // Replay only reads and repairs; stopping in the middle is like a crash, which
             // the next start handles.
-            eprintln!("level=info msg=\"stopped during recovery\"");
+            log_info!("stopped during recovery");
             return Ok(());
         }
     };
@@ -281,19 +302,20 @@ async fn run(flags: Flags) -> Result<(), String> {
     let start = Instant::now();
     match tokio::time::timeout(GRACE, server).await {
         Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => eprintln!("level=error msg=\"server failed\" err=\"{e}\""),
-        Ok(Err(e)) => eprintln!("level=error msg=\"server task failed\" err=\"{e}\""),
-        Err(_) => eprintln!(
-            "level=warn msg=\"requests still running after the grace period; closing anyway (their data is not acknowledged)\" grace={GRACE:?}"
+        Ok(Ok(Err(e))) => log_error!("server failed", err = e),
+        Ok(Err(e)) => log_error!("server task failed", err = e),
+        Err(_) => log_warn!(
+            "requests still running after the grace period; closing anyway (their data is not acknowledged)",
+            grace = format!("{GRACE:?}")
         ),
     }
     tokio::task::spawn_blocking(move || db.close())
         .await
         .map_err(|e| format!("close task failed: {e}"))?
         .map_err(|e| format!("close failed: {e}"))?;
-    eprintln!(
-        "level=info msg=\"closed cleanly\" duration={:?}",
-        start.elapsed()
+    log_info!(
+        "closed cleanly",
+        duration = format!("{:?}", start.elapsed())
     );
     Ok(())
 }
@@ -310,6 +332,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    cairn::log::init(flags.log_level, flags.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cairn")
@@ -317,14 +340,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("level=error msg=\"cannot start the runtime\" err=\"{e}\"");
+            log_error!("cannot start the runtime", err = e);
             return ExitCode::FAILURE;
         }
     };
     match rt.block_on(run(flags)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("level=error msg=\"{}\"", e.replace('"', "'"));
+            log_error!(&e);
             ExitCode::FAILURE
         }
     }

@@ -376,7 +376,7 @@ impl Collector for EngineCollector {
             &mut enc,
             "tsdb_wal_corruptions",
             "Torn or corrupt WAL tails repaired (at open).",
-            u64::from(report.wal.repaired.is_some()) + ld(&ws.corruptions_repaired),
+            ld(&ws.corruptions_repaired),
         )?;
         gauge(
             &mut enc,

@@ -87,7 +87,7 @@ fn start_with(path: &str, extra: &[&str]) -> Running {
             if line.contains("data directory ready") {
                 let _ = tx.send(());
             }
-            if let Some(a) = line.split("msg=\"listening\" address=").nth(1) {
+            if let Some(a) = line.split("msg=listening address=").nth(1) {
                 let _ = addr_tx.send(a.trim().to_string());
             }
             all.push_str(&line);
@@ -139,7 +139,7 @@ fn starts_refuses_a_second_instance_and_closes_cleanly_on_sigterm() {
 
     let log = first.stop();
     assert!(
-        log.contains("msg=\"listening\" address=127.0.0.1:"),
+        log.contains("level=info msg=listening address=127.0.0.1:"),
         "{log}"
     );
     assert!(dir.path().join("wal/00000000").exists());
@@ -184,4 +184,51 @@ fn quit_endpoint_needs_the_lifecycle_flag_and_stops_gracefully() {
     assert!(status.success(), "{log}");
     assert!(log.contains("stop requested through /-/quit"), "{log}");
     assert!(log.contains("closed cleanly"), "{log}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = format!("--storage.tsdb.path={}", dir.path().display());
+    let run = start_with(&path, &["--log.format=json", "--log.level=info"]);
+    run.ready.recv_timeout(Duration::from_secs(30)).unwrap();
+    let log = run.stop();
+    let mut msgs = Vec::new();
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["ts"].as_str().unwrap().ends_with('Z'), "{line}");
+        assert_eq!(v["level"], "info", "{line}");
+        msgs.push(v["msg"].as_str().unwrap().to_string());
+    }
+    for want in ["listening", "data directory ready", "closed cleanly"] {
+        assert!(
+            msgs.iter().any(|m| m == want),
+            "{want} missing from {msgs:?}"
+        );
+    }
+
+    // warn hides info: a clean run logs nothing.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("--web.listen-address=127.0.0.1:{port}");
+    let mut run = start_with(&path, &["--log.level=warn", &listen]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while common::http::get(&format!("127.0.0.1:{port}"), "/-/ready")
+        .map_or(true, |r| r.status != 200)
+    {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(run.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    assert!(run.child.wait().unwrap().success());
+    let log = run.reader.join().unwrap();
+    assert_eq!(log, "", "--log.level=warn printed info lines");
 }

@@ -79,11 +79,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            eprintln!(
-                "level=warn msg=\"request failed\" status={} err=\"{}\"",
-                status.as_u16(),
-                self.to_string().replace('"', "'")
-            );
+            crate::log_warn!("request failed", status = status.as_u16(), err = self);
         }
         let mut resp = (status, format!("{self}\n")).into_response();
         let h = resp.headers_mut();

@@ -204,7 +204,7 @@ async fn quit(State(st): State<Arc<AppState>>) -> Response {
     }
     match st.quit.get() {
         Some(tx) => {
-            eprintln!("level=info msg=\"stop requested through /-/quit\"");
+            crate::log_info!("stop requested through /-/quit");
             let _ = tx.send(true);
             (StatusCode::OK, "Requesting termination... Goodbye!\n").into_response()
         }
@@ -415,7 +415,7 @@ async fn remote_read_inner(
                     Err(e) => {
                         // Headers are gone already: abort the body so the client sees a broken
                         // stream rather than a short, valid-looking one.
-                        eprintln!("level=error msg=\"streamed remote read failed\" err=\"{e}\"");
+                        crate::log_error!("streamed remote read failed", err = e);
                         let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
                     }
                 }
