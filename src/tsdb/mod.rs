@@ -5,15 +5,19 @@
 //!   lock            flock held by the running process
 //!   wal/            write-ahead log segments (wal::segment framing, wal::record codec)
 //!   chunks_head/    full head chunks, memory-mapped for reading (head::chunks)
+//!   <ULID>/         persistent blocks: chunks/, index, meta.json, tombstones (block, index)
 //! ```
 //! Write path: [`Db::append`] validates a batch, writes one WAL entry (group commit), then
 //! applies it to the in-memory [`head`]. Read path: [`Db::select`] resolves matchers through the
 //! head's postings and hands out chunks (closed chunks as their stored bytes).
 
+pub mod block;
 pub mod chunkenc;
 pub mod db;
+pub mod encoding;
 pub mod fileutil;
 pub mod head;
+pub mod index;
 pub mod wal;
 
 pub use db::{Db, DbError, OpenReport, Options, ProgressFn, ReplayProgress};

@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod http;
+pub mod om;
 pub mod procs;
 pub mod proto;
 pub mod server;

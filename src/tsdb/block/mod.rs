@@ -1,0 +1,368 @@
+//! Persistent blocks (Prometheus `tsdb/block.go`, `tsdb/compact.go` `write`; format digest
+//! §4.1–4.6): the [`BlockWriter`] and the read-only [`Block`].
+//!
+//! ```text
+//! <data>/<ULID>/
+//!   chunks/000001 …   chunk segment files (chunks.rs), ≤ 512 MiB each
+//!   index             index v2 (crate::tsdb::index)
+//!   meta.json         meta.rs
+//!   tombstones        tombstones.rs (empty for a new block)
+//! ```
+//!
+//! Writing is atomic: everything goes into `<ULID>.tmp-for-creation/` in the order chunks,
+//! index, meta.json, tombstones; every file is fsynced, then the directory; the directory is
+//! renamed to `<ULID>` and the parent fsynced. A crash leaves either no block or a
+//! `*.tmp-for-creation` leftover, which `fileutil::remove_tmp_leftovers` deletes on open. A
+//! failed write removes its temporary directory.
+//!
+//! Rules a caller keeps (checked; breaking one is [`BlockError::Invalid`]): series are given in
+//! strictly ascending label-set order; chunks of a series are time-ordered, don't overlap, and
+//! lie in `[min_time, max_time)`. Series without chunks are left out, as Prometheus's compactor
+//! does.
+//!
+//! Reading maps the index and chunk files; see the index and chunk modules for what is
+//! validated. [`Block::open`] reads meta.json (size-capped, version 1 only), the index (its
+//! tables are validated at once) and the chunk file headers.
+
+pub mod chunks;
+pub mod meta;
+pub mod tombstones;
+pub mod ulid;
+
+pub use chunks::{ChunkData, ChunkReader, ChunkWriter, DEFAULT_SEGMENT_SIZE};
+pub use meta::{BlockDesc, BlockMeta, BlockStats, Compaction};
+pub use tombstones::Stone;
+pub use ulid::Ulid;
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::model::Labels;
+use crate::tsdb::fileutil::fsync_dir;
+use crate::tsdb::index::{ChunkMeta, IndexError, IndexReader, IndexWriter};
+
+pub const META_FILE: &str = "meta.json";
+pub const INDEX_FILE: &str = "index";
+pub const CHUNKS_DIR: &str = "chunks";
+pub const TMP_CREATION_SUFFIX: &str = ".tmp-for-creation";
+
+/// Errors of the block layer. Corruption names the file, the section and the byte offset.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlockError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("corrupt {path}: {section} at offset {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        section: &'static str,
+        offset: u64,
+        reason: String,
+    },
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("bad meta file {path}: {reason}")]
+    Meta { path: PathBuf, reason: String },
+    #[error("block {path} already exists")]
+    Exists { path: PathBuf },
+    /// The caller broke a writer rule; nothing about the files.
+    #[error("invalid block input: {reason}")]
+    Invalid { reason: String },
+}
+
+impl BlockError {
+    pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> BlockError {
+        BlockError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(
+        path: &Path,
+        section: &'static str,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> BlockError {
+        BlockError::Corrupt {
+            path: path.to_path_buf(),
+            section,
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether the error says the stored bytes are bad (as opposed to I/O or caller errors).
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            BlockError::Corrupt { .. }
+                | BlockError::Meta { .. }
+                | BlockError::Index(IndexError::Corrupt { .. })
+                | BlockError::Index(IndexError::UnsupportedVersion { .. })
+                | BlockError::Index(IndexError::NoSuchSeries { .. })
+        )
+    }
+}
+
+/// Read a whole file, refusing files larger than `cap` bytes.
+pub(crate) fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, BlockError> {
+    let f = File::open(path).map_err(|e| BlockError::io("open", path, e))?;
+    let mut b = Vec::new();
+    f.take(cap + 1)
+        .read_to_end(&mut b)
+        .map_err(|e| BlockError::io("read", path, e))?;
+    if b.len() as u64 > cap {
+        return Err(BlockError::Meta {
+            path: path.to_path_buf(),
+            reason: format!("larger than {cap} bytes"),
+        });
+    }
+    Ok(b)
+}
+
+/// Write `data` to `path` and fsync it (inside a temporary block directory; the directory
+/// rename is what makes it visible).
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), BlockError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| BlockError::io("create", path, e))?;
+    f.write_all(data)
+        .map_err(|e| BlockError::io("write", path, e))?;
+    f.sync_all().map_err(|e| BlockError::io("fsync", path, e))
+}
+
+/// One series to write: its labels and its chunks in time order.
+#[derive(Debug, Clone)]
+pub struct NewSeries<'a> {
+    pub labels: &'a Labels,
+    pub chunks: Vec<ChunkData<'a>>,
+}
+
+/// Writes blocks (see the module docs).
+#[derive(Debug, Clone)]
+pub struct BlockWriter {
+    /// Largest chunk segment file (Prometheus: 512 MiB); smaller in tests.
+    pub segment_size: u64,
+}
+
+impl Default for BlockWriter {
+    fn default() -> Self {
+        BlockWriter {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+        }
+    }
+}
+
+impl BlockWriter {
+    /// Write block `ulid` covering `[min_time, max_time)` into `parent/<ulid>`. Returns its meta.
+    pub fn write(
+        &self,
+        parent: &Path,
+        ulid: Ulid,
+        min_time: i64,
+        max_time: i64,
+        compaction: Compaction,
+        series: &[NewSeries<'_>],
+    ) -> Result<BlockMeta, BlockError> {
+        let name = ulid.to_string();
+        let final_dir = parent.join(&name);
+        if final_dir.exists() {
+            return Err(BlockError::Exists { path: final_dir });
+        }
+        let tmp = parent.join(format!("{name}{TMP_CREATION_SUFFIX}"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| BlockError::io("remove", &tmp, e))?;
+        }
+        fs::create_dir_all(&tmp).map_err(|e| BlockError::io("create", &tmp, e))?;
+        let meta = match self.write_into(&tmp, ulid, min_time, max_time, compaction, series) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        fs::rename(&tmp, &final_dir).map_err(|e| BlockError::io("rename", &tmp, e))?;
+        fsync_dir(parent).map_err(|e| BlockError::io("fsync", parent, e))?;
+        Ok(meta)
+    }
+
+    fn write_into(
+        &self,
+        dir: &Path,
+        ulid: Ulid,
+        min_time: i64,
+        max_time: i64,
+        compaction: Compaction,
+        series: &[NewSeries<'_>],
+    ) -> Result<BlockMeta, BlockError> {
+        if max_time <= min_time {
+            return Err(BlockError::Invalid {
+                reason: format!("empty block range [{min_time}, {max_time})"),
+            });
+        }
+        let mut stats = BlockStats::default();
+        let written: Vec<&NewSeries<'_>> = series.iter().filter(|s| !s.chunks.is_empty()).collect();
+        for s in &written {
+            for c in &s.chunks {
+                if c.mint < min_time || c.maxt >= max_time || c.maxt < c.mint {
+                    return Err(BlockError::Invalid {
+                        reason: format!(
+                            "chunk [{}, {}] of {} outside the block range [{min_time}, {max_time})",
+                            c.mint, c.maxt, s.labels
+                        ),
+                    });
+                }
+                stats.num_samples += u64::from(c.num_samples());
+            }
+            stats.num_chunks += s.chunks.len() as u64;
+        }
+        stats.num_series = written.len() as u64;
+
+        // 1. chunks
+        let mut cw = ChunkWriter::create(&dir.join(CHUNKS_DIR), self.segment_size)?;
+        let mut metas: Vec<Vec<ChunkMeta>> = Vec::with_capacity(written.len());
+        for s in &written {
+            metas.push(cw.write_chunks(&s.chunks)?);
+        }
+        cw.finish()?;
+
+        // 2. index: symbols are every name and value, plus "" (as Prometheus's head has).
+        let mut symbols: BTreeSet<&str> = BTreeSet::new();
+        symbols.insert("");
+        for s in &written {
+            for (n, v) in s.labels.iter() {
+                symbols.insert(n);
+                symbols.insert(v);
+            }
+        }
+        let mut iw = IndexWriter::create(&dir.join(INDEX_FILE), symbols)?;
+        for (s, m) in written.iter().zip(&metas) {
+            iw.add_series(s.labels, m).map_err(|e| match e {
+                IndexError::Invalid { reason, .. } => BlockError::Invalid { reason },
+                e => BlockError::Index(e),
+            })?;
+        }
+        iw.finish()?;
+
+        // 3. meta.json, 4. tombstones, then the directory.
+        let meta = BlockMeta {
+            ulid,
+            min_time,
+            max_time,
+            stats,
+            compaction,
+            version: meta::META_VERSION,
+        };
+        write_synced(&dir.join(META_FILE), &meta.to_json())?;
+        tombstones::write(dir, &[])?;
+        fsync_dir(dir).map_err(|e| BlockError::io("fsync", dir, e))?;
+        Ok(meta)
+    }
+}
+
+/// A chunk read from a block: its meta and its stored bytes (in the mapped file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadChunk<'a> {
+    pub meta: ChunkMeta,
+    pub encoding: u8,
+    pub data: &'a [u8],
+}
+
+/// A series read from a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadSeries<'a> {
+    /// Series ID in the index (offset / 16).
+    pub id: u32,
+    pub labels: Labels,
+    pub chunks: Vec<ReadChunk<'a>>,
+}
+
+/// An open, read-only block.
+#[derive(Debug)]
+pub struct Block {
+    dir: PathBuf,
+    meta: BlockMeta,
+    index: IndexReader,
+    chunks: ChunkReader,
+    tombstones: Vec<Stone>,
+}
+
+impl Block {
+    /// Open the block in `dir`: meta.json, index, chunk files, tombstones.
+    pub fn open(dir: &Path) -> Result<Block, BlockError> {
+        let meta_path = dir.join(META_FILE);
+        let raw = read_capped(&meta_path, meta::MAX_META_SIZE)?;
+        let meta = BlockMeta::from_json(&raw).map_err(|reason| BlockError::Meta {
+            path: meta_path.clone(),
+            reason,
+        })?;
+        let index = IndexReader::open(&dir.join(INDEX_FILE))?;
+        let chunks = ChunkReader::open(&dir.join(CHUNKS_DIR))?;
+        let tombstones = tombstones::read(dir)?;
+        Ok(Block {
+            dir: dir.to_path_buf(),
+            meta,
+            index,
+            chunks,
+            tombstones,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn meta(&self) -> &BlockMeta {
+        &self.meta
+    }
+
+    pub fn index(&self) -> &IndexReader {
+        &self.index
+    }
+
+    pub fn chunks(&self) -> &ChunkReader {
+        &self.chunks
+    }
+
+    pub fn tombstones(&self) -> &[Stone] {
+        &self.tombstones
+    }
+
+    /// Series `id` with its chunks' bytes.
+    pub fn read_series(&self, id: u32) -> Result<ReadSeries<'_>, BlockError> {
+        let e = self.index.series(id)?;
+        let mut chunks = Vec::with_capacity(e.chunks.len());
+        for m in e.chunks {
+            let (encoding, data) = self.chunks.chunk(m.cref)?;
+            chunks.push(ReadChunk {
+                meta: m,
+                encoding,
+                data,
+            });
+        }
+        Ok(ReadSeries {
+            id,
+            labels: e.labels,
+            chunks,
+        })
+    }
+
+    /// Every series in label-set order, with its chunks' bytes.
+    pub fn series(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<ReadSeries<'_>, BlockError>> + '_, BlockError> {
+        let ids = self.index.all_postings()?;
+        Ok(ids.into_iter().map(move |id| self.read_series(id)))
+    }
+}

@@ -1,0 +1,176 @@
+//! Bounds-checked decoding of the integer encodings shared by the block formats
+//! (Prometheus `tsdb/encoding/encoding.go`): big-endian fixed-width integers, LEB128
+//! `uvarint`, zig-zag `varint`, and `uvarint`-length-prefixed strings.
+//!
+//! [`Cursor`] walks a byte slice and never reads outside it: every getter returns `None` at the
+//! end of the data or on a malformed varint, and the caller turns that into its own typed
+//! corruption error (with the file, section and [`Cursor::pos`]). Encoding helpers live in
+//! `wal::record` (`put_uvarint`, `put_varint`) and are re-exported here.
+
+pub use crate::tsdb::wal::record::{put_uvarint, put_varint};
+
+/// Appends `uvarint(len) | bytes` (Go `PutUvarintStr`).
+pub fn put_uvarint_str(out: &mut Vec<u8>, s: &str) {
+    put_uvarint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Number of bytes `uvarint(x)` takes.
+pub fn uvarint_len(mut x: u64) -> usize {
+    let mut n = 1;
+    while x >= 0x80 {
+        x >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// A read position in a byte slice; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Cursor<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(b: &'a [u8]) -> Cursor<'a> {
+        Cursor { b, pos: 0 }
+    }
+
+    /// Offset of the next byte, relative to the start of the slice.
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Bytes left.
+    pub fn remaining(&self) -> usize {
+        self.b.len().saturating_sub(self.pos)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    /// The next `n` bytes.
+    pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let s = self.b.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+
+    pub fn skip(&mut self, n: usize) -> Option<()> {
+        self.bytes(n).map(|_| ())
+    }
+
+    pub fn byte(&mut self) -> Option<u8> {
+        let &b = self.b.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    pub fn be32(&mut self) -> Option<u32> {
+        let s = self.bytes(4)?;
+        let mut a = [0u8; 4];
+        a.copy_from_slice(s);
+        Some(u32::from_be_bytes(a))
+    }
+
+    pub fn be64(&mut self) -> Option<u64> {
+        let s = self.bytes(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Some(u64::from_be_bytes(a))
+    }
+
+    /// LEB128, at most 10 bytes, rejecting values over 64 bits (Go `binary.Uvarint`).
+    pub fn uvarint(&mut self) -> Option<u64> {
+        let mut x = 0u64;
+        let mut shift = 0u32;
+        let start = self.pos;
+        loop {
+            let byte = match self.byte() {
+                Some(b) => b,
+                None => {
+                    self.pos = start;
+                    return None;
+                }
+            };
+            if shift == 63 && byte > 1 {
+                self.pos = start;
+                return None;
+            }
+            x |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Some(x);
+            }
+            shift += 7;
+            if shift > 63 {
+                self.pos = start;
+                return None;
+            }
+        }
+    }
+
+    /// Zig-zag varint (Go `binary.Varint`).
+    pub fn varint(&mut self) -> Option<i64> {
+        let u = self.uvarint()?;
+        Some(((u >> 1) as i64) ^ -((u & 1) as i64))
+    }
+
+    /// A `uvarint` that must fit a `u32` (Go `Uvarint32`).
+    pub fn uvarint32(&mut self) -> Option<u32> {
+        u32::try_from(self.uvarint()?).ok()
+    }
+
+    /// `uvarint(len) | bytes`; the length is checked against what is left before slicing.
+    pub fn uvarint_bytes(&mut self) -> Option<&'a [u8]> {
+        let len = self.uvarint()?;
+        let len = usize::try_from(len).ok()?;
+        self.bytes(len)
+    }
+
+    /// Like [`Cursor::uvarint_bytes`], and the bytes must be UTF-8.
+    pub fn uvarint_str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.uvarint_bytes()?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_overlong_and_truncated_varints() {
+        let mut b = Vec::new();
+        for x in [0u64, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
+            put_uvarint(&mut b, x);
+            assert_eq!(uvarint_len(x), {
+                let mut t = Vec::new();
+                put_uvarint(&mut t, x);
+                t.len()
+            });
+        }
+        put_varint(&mut b, -5);
+        put_uvarint_str(&mut b, "héllo");
+        let mut c = Cursor::new(&b);
+        for x in [0u64, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(c.uvarint(), Some(x));
+        }
+        assert_eq!(c.varint(), Some(-5));
+        assert_eq!(c.uvarint_str(), Some("héllo"));
+        assert!(c.is_empty());
+        assert_eq!(c.byte(), None);
+
+        // 11 continuation bytes, a 10th byte > 1, a truncated varint.
+        assert_eq!(Cursor::new(&[0xff; 11]).uvarint(), None);
+        let mut over = vec![0xff; 9];
+        over.push(0x02);
+        assert_eq!(Cursor::new(&over).uvarint(), None);
+        assert_eq!(Cursor::new(&[0x80, 0x80]).uvarint(), None);
+        // A string length past the end.
+        assert_eq!(Cursor::new(&[0x05, b'a']).uvarint_bytes(), None);
+        assert_eq!(Cursor::new(&[0x01, 0xff]).uvarint_str(), None);
+    }
+}
