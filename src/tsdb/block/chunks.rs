@@ -321,3 +321,55 @@ impl ChunkReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn batches_split_across_files_like_prometheus_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<Vec<u8>> = (0..6u8).map(|i| vec![0, 1, i, i, i, i, i, i]).collect();
+        let c = |i: usize| ChunkData {
+            mint: i as i64,
+            maxt: i as i64,
+            encoding: 1,
+            data: &data[i],
+        };
+        // Each chunk is estimated at 5 + 1 + 8 + 4 = 18 bytes, written as 1 + 1 + 8 + 4 = 14.
+        let mut w = ChunkWriter::create(dir.path(), 8 + 40).unwrap();
+        let a = w.write_chunks(&[c(0), c(1), c(2)]).unwrap();
+        // 18 + 18 + 8 fits 48, the third does not: [0, 1] in file 1, [2] in file 2.
+        assert_eq!(
+            a.iter().map(|m| m.cref).collect::<Vec<_>>(),
+            vec![8, 22, (1 << 32) | 8]
+        );
+        // File 2 holds 22 bytes: 22 + 18 fits, 22 + 36 does not: [3] in file 2, [4] in file 3.
+        let b = w.write_chunks(&[c(3), c(4)]).unwrap();
+        assert_eq!(
+            b.iter().map(|m| m.cref).collect::<Vec<_>>(),
+            vec![(1 << 32) | 22, (2 << 32) | 8]
+        );
+        // A chunk larger than a segment still gets written.
+        let big = vec![0u8; 100];
+        let m = w
+            .write_chunks(&[ChunkData {
+                mint: 9,
+                maxt: 9,
+                encoding: 1,
+                data: &big,
+            }])
+            .unwrap();
+        assert_eq!(m[0].cref, (3 << 32) | 8);
+        w.finish().unwrap();
+        let r = ChunkReader::open(dir.path()).unwrap();
+        assert_eq!(r.num_files(), 4);
+        for (meta, i) in a.iter().chain(&b).zip(0..) {
+            assert_eq!(r.chunk(meta.cref).unwrap(), (1, data[i].as_slice()));
+        }
+        assert_eq!(r.chunk(m[0].cref).unwrap().1, big.as_slice());
+        assert!(r.chunk(4 << 32 | 8).is_err());
+        assert!(r.chunk(9).is_err());
+    }
+}

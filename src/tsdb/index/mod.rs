@@ -115,3 +115,45 @@ pub fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::Labels;
+
+    fn meta(mint: i64, maxt: i64, cref: u64) -> ChunkMeta {
+        ChunkMeta { mint, maxt, cref }
+    }
+
+    #[test]
+    fn writer_refuses_broken_input_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("index");
+        assert!(matches!(
+            IndexWriter::create(&p, ["b", "a"]),
+            Err(IndexError::Invalid { .. })
+        ));
+        let mut w = IndexWriter::create(&p, ["", "a", "b", "x"]).unwrap();
+        let ab = Labels::from_pairs([("a", "b")]);
+        let ax = Labels::from_pairs([("a", "x")]);
+        let err = |r: Result<u32, IndexError>| match r {
+            Err(IndexError::Invalid { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(err(w.add_series(&Labels::new(), &[])).contains("empty label set"));
+        assert!(err(w.add_series(&Labels::from_pairs([("a", "zz")]), &[])).contains("\"zz\""));
+        assert!(err(w.add_series(&ab, &[meta(5, 4, 0)])).contains("less than minT"));
+        assert!(err(w.add_series(&ab, &[meta(0, 4, 8), meta(4, 5, 9)])).contains("not higher"));
+        assert!(err(w.add_series(&ab, &[meta(0, 4, 8), meta(5, 6, 7)])).contains("unsorted"));
+        assert_eq!(w.add_series(&ab, &[meta(0, 4, 8)]).unwrap(), 2);
+        assert!(err(w.add_series(&ab, &[])).contains("out-of-order"));
+        assert!(err(w.add_series(&ax, &[meta(0, 1, 7)])).contains("unsorted"));
+        let id = w.add_series(&ax, &[]).unwrap();
+        w.finish().unwrap();
+        let r = IndexReader::open(&p).unwrap();
+        assert_eq!(r.all_postings().unwrap(), vec![2, id]);
+        assert_eq!(r.series(id).unwrap().labels, ax);
+        assert!(r.series(id).unwrap().chunks.is_empty());
+    }
+}
