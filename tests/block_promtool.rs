@@ -13,7 +13,7 @@ use std::process::Command;
 use cairn::model::Labels;
 use cairn::tsdb::block::{BlockWriter, Compaction, NewSeries, Ulid};
 use common::blocks::TestSeries;
-use common::procs::promtool;
+use common::procs::promtool_bin;
 
 const BASE: i64 = 1_672_531_200_000; // 2023-01-01T00:00:00Z, a 2h boundary
 const RANGE: i64 = 2 * 3600 * 1000;
@@ -70,7 +70,7 @@ fn random_series(n: usize) -> Vec<TestSeries> {
 }
 
 fn run(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(promtool())
+    let out = Command::new(promtool_bin())
         .args(args)
         .arg(dir)
         .output()
