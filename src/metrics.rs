@@ -70,14 +70,7 @@ pub struct Metrics {
 impl Metrics {
     /// Count a remote-write request's rejected samples by reason.
     pub fn rejected(&self, c: &RejectCounts) {
-        for (reason, n) in [
-            ("invalid_labels", c.invalid_labels),
-            ("out_of_order", c.out_of_order),
-            ("duplicate", c.duplicate),
-            ("out_of_bounds", c.out_of_bounds),
-            ("too_far_in_future", c.too_far_in_future),
-            ("series_limit", c.series_limit),
-        ] {
+        for (reason, n) in c.by_reason() {
             if n > 0 {
                 self.write_rejected
                     .get_or_create(&ReasonLabel { reason })
@@ -112,14 +105,7 @@ impl MetricsRegistry {
             read_samples: Counter::default(),
         });
         // Touch the reasons so every series exists from the start (rate() needs a zero).
-        for reason in [
-            "invalid_labels",
-            "out_of_order",
-            "duplicate",
-            "out_of_bounds",
-            "too_far_in_future",
-            "series_limit",
-        ] {
+        for (reason, _) in RejectCounts::default().by_reason() {
             let _ = m.write_rejected.get_or_create(&ReasonLabel { reason });
         }
         r.register(

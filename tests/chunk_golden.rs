@@ -22,24 +22,15 @@
 //! requires identical bytes, and requires the decoded samples, concatenated
 //! per series in label-set order, to equal the OpenMetrics input bit for bit.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod common;
 
 use cairn::tsdb::chunkenc::{Encoding, XorChunk, XorIterator};
+use common::om::{fixture, parse_openmetrics, GO_NAN};
 
 const SEGMENT_MAGIC: u32 = 0x85BD_40DD;
 const EXPECTED_CHUNKS: usize = 14;
 const EXPECTED_SAMPLES: usize = 1500;
 const EXPECTED_SERIES: usize = 5;
-
-/// Go's `math.NaN()`, which is what the OpenMetrics parser returns for `NaN`.
-const GO_NAN: u64 = 0x7ff8_0000_0000_0001;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/chunks")
-        .join(name)
-}
 
 /// Bitwise CRC-32C (Castagnoli), reflected polynomial 0x82F63B78.
 fn crc32c(data: &[u8]) -> u32 {
@@ -107,76 +98,6 @@ fn parse_segment(file: &[u8]) -> Vec<(u8, &[u8])> {
     }
     assert_eq!(pos, file.len());
     chunks
-}
-
-/// One series of the OpenMetrics file: its label set (sorted, with
-/// `__name__`) and its samples (timestamp ms, value bits).
-type Series = BTreeMap<Vec<(String, String)>, Vec<(i64, u64)>>;
-
-fn parse_labels(series: &str) -> Vec<(String, String)> {
-    let (name, rest) = match series.split_once('{') {
-        Some((n, r)) => (n, r.strip_suffix('}').expect("closing brace")),
-        None => (series, ""),
-    };
-    let mut labels = vec![("__name__".to_string(), name.to_string())];
-    for pair in rest.split(',').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').expect("label pair");
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .expect("quoted");
-        assert!(!v.contains('\\'), "escapes not supported by this parser");
-        labels.push((k.to_string(), v.to_string()));
-    }
-    labels.sort();
-    labels
-}
-
-fn parse_value(s: &str) -> u64 {
-    match s {
-        "NaN" => GO_NAN,
-        "+Inf" | "Inf" => f64::INFINITY.to_bits(),
-        "-Inf" => f64::NEG_INFINITY.to_bits(),
-        _ => s.parse::<f64>().expect("float").to_bits(),
-    }
-}
-
-/// Prometheus's OpenMetrics parser: `int64(ts * 1000)` on the float seconds.
-fn parse_timestamp(s: &str) -> i64 {
-    let secs: f64 = s.parse().expect("timestamp");
-    (secs * 1000.0) as i64
-}
-
-fn parse_openmetrics(text: &str) -> Series {
-    let mut series = Series::new();
-    let mut saw_eof = false;
-    for line in text.lines() {
-        assert!(!saw_eof, "content after # EOF");
-        if line == "# EOF" {
-            saw_eof = true;
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        // `name{labels} value timestamp`; label values here contain no spaces.
-        let mut parts = line.split(' ');
-        let (s, v, t) = (
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-        );
-        assert!(
-            parts.next().is_none(),
-            "unexpected exemplar or field: {line}"
-        );
-        series
-            .entry(parse_labels(s))
-            .or_default()
-            .push((parse_timestamp(t), parse_value(v)));
-    }
-    assert!(saw_eof, "missing # EOF");
-    series
 }
 
 #[test]

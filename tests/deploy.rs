@@ -14,10 +14,7 @@ use std::process::Command;
 
 use cairn::tsdb::head::now_ms;
 use common::procs::promtool_bin;
-use common::proto::{
-    Label, LabelMatcher, MatchType, Query, ReadRequest, ResponseType, Sample, TimeSeries,
-    WriteRequest,
-};
+use common::proto::{LabelMatcher, MatchType, Query, ReadRequest, ResponseType, WriteRequest};
 use common::server::TestServer;
 use regex::Regex;
 
@@ -264,16 +261,8 @@ fn names_in(text: &str) -> BTreeSet<String> {
 fn live_scrape() -> String {
     let srv = TestServer::start();
     let t = now_ms();
-    let ts = |name: &str, samples: &[(i64, f64)]| TimeSeries {
-        labels: vec![Label::new("__name__", name), Label::new("job", "deploy")],
-        samples: samples
-            .iter()
-            .map(|&(t, v)| Sample {
-                value: v,
-                timestamp: t,
-            })
-            .collect(),
-        ..TimeSeries::default()
+    let ts = |name: &str, samples: &[(i64, f64)]| {
+        common::proto::series(&[("__name__", name), ("job", "deploy")], samples)
     };
     let write = |series| {
         srv.write(&WriteRequest {

@@ -14,23 +14,12 @@ use cairn::tsdb::wal::SyncPolicy;
 use cairn::tsdb::Options;
 use common::procs::promtool_bin;
 use common::proto::{
-    Label, LabelMatcher, MatchType, Query, ReadRequest, ResponseType, Sample, TimeSeries,
-    WriteRequest,
+    LabelMatcher, MatchType, Query, ReadRequest, ResponseType, TimeSeries, WriteRequest,
 };
 use common::server::TestServer;
 
 fn ts(name: &str, samples: &[(i64, f64)]) -> TimeSeries {
-    TimeSeries {
-        labels: vec![Label::new("__name__", name)],
-        samples: samples
-            .iter()
-            .map(|&(t, v)| Sample {
-                value: v,
-                timestamp: t,
-            })
-            .collect(),
-        ..TimeSeries::default()
-    }
+    common::proto::series(&[("__name__", name)], samples)
 }
 
 fn write(srv: &TestServer, series: Vec<TimeSeries>) -> u16 {

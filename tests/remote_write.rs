@@ -17,24 +17,14 @@ use cairn::tsdb::head::now_ms;
 use cairn::tsdb::wal::{SyncPolicy, WalOptions};
 use cairn::tsdb::Options;
 use common::faults::{Faults, FaultyFs};
-use common::proto::{self, Histogram, Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+use common::proto::{self, Histogram, Label, MetricMetadata, TimeSeries, WriteRequest};
 use common::server::{write_headers, TestServer};
 use common::{dump, http};
 
 const STALE: u64 = 0x7ff0_0000_0000_0002;
 
 fn ts(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
-    TimeSeries {
-        labels: labels.iter().map(|(n, v)| Label::new(*n, *v)).collect(),
-        samples: samples
-            .iter()
-            .map(|&(t, v)| Sample {
-                value: v,
-                timestamp: t,
-            })
-            .collect(),
-        ..TimeSeries::default()
-    }
+    proto::series(labels, samples)
 }
 
 fn req(series: Vec<TimeSeries>) -> WriteRequest {

@@ -64,15 +64,7 @@ impl std::fmt::Display for Rejections {
             self.first_labels,
             self.first_reason
         )?;
-        let c = &self.counts;
-        for (name, n) in [
-            ("invalid_labels", c.invalid_labels),
-            ("out_of_order", c.out_of_order),
-            ("duplicate", c.duplicate),
-            ("out_of_bounds", c.out_of_bounds),
-            ("too_far_in_future", c.too_far_in_future),
-            ("series_limit", c.series_limit),
-        ] {
+        for (name, n) in self.counts.by_reason() {
             if n > 0 {
                 write!(f, " {name}={n}")?;
             }

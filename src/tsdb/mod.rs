@@ -18,6 +18,7 @@ pub mod encoding;
 pub mod fileutil;
 pub mod head;
 pub mod index;
+pub mod postings;
 pub mod wal;
 
 pub use db::{Db, DbError, OpenReport, Options, ProgressFn, ReplayProgress};

@@ -441,3 +441,18 @@ pub fn frame_chunked(msg: &ChunkedReadResponse) -> Vec<u8> {
     out.extend_from_slice(&m);
     out
 }
+
+/// A `TimeSeries` from label pairs and (timestamp ms, value) samples.
+pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
+    TimeSeries {
+        labels: labels.iter().map(|(n, v)| Label::new(*n, *v)).collect(),
+        samples: samples
+            .iter()
+            .map(|&(t, v)| Sample {
+                value: v,
+                timestamp: t,
+            })
+            .collect(),
+        ..TimeSeries::default()
+    }
+}

@@ -156,6 +156,18 @@ impl RejectCounts {
         };
         *c += n;
     }
+    /// Counts with their reason names (as in [`RejectReason::as_str`]).
+    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+        [
+            ("invalid_labels", self.invalid_labels),
+            ("out_of_order", self.out_of_order),
+            ("duplicate", self.duplicate),
+            ("out_of_bounds", self.out_of_bounds),
+            ("too_far_in_future", self.too_far_in_future),
+            ("series_limit", self.series_limit),
+        ]
+    }
+
     pub fn merge(&mut self, o: &RejectCounts) {
         self.invalid_labels += o.invalid_labels;
         self.out_of_order += o.out_of_order;

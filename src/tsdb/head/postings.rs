@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{MatchType, Matcher};
+use crate::model::Matcher;
 
 /// Postings of the head. Guarded by one `RwLock` in `Head`: written only when a series is
 /// created or removed, never on the per-sample path.
@@ -97,68 +97,34 @@ impl MemPostings {
 
     /// Series matching all `matchers`, sorted by ref. A matcher against a missing label sees "".
     pub fn for_matchers(&self, matchers: &[Matcher]) -> Vec<u64> {
-        let mut include: Vec<Vec<u64>> = Vec::new();
-        let mut exclude: Vec<u64> = Vec::new();
-        for m in matchers {
-            if m.matches_empty() {
-                // Selects series without the label too: remove the ones whose value fails.
-                let out = match m.kind {
-                    MatchType::NotEqual => self.get(&m.name, &m.value).to_vec(),
-                    _ => self.union_where(&m.name, |v| !m.matches(v)),
-                };
-                exclude.extend(out);
-            } else {
-                let list = match m.kind {
-                    MatchType::Equal => self.get(&m.name, &m.value).to_vec(),
-                    _ => self.union_where(&m.name, |v| m.matches(v)),
-                };
-                if list.is_empty() {
-                    return Vec::new();
-                }
-                include.push(list);
-            }
+        match crate::tsdb::postings::for_matchers(self, matchers) {
+            Ok(v) => v,
+            Err(never) => match never {},
         }
-        include.sort_by_key(Vec::len);
-        let mut it = include.into_iter();
-        let mut base = match it.next() {
-            Some(first) => first,
-            None => self.all.clone(),
-        };
-        for other in it {
-            base = intersect(&base, &other);
-        }
-        if !exclude.is_empty() {
-            exclude.sort_unstable();
-            exclude.dedup();
-            base.retain(|r| exclude.binary_search(r).is_err());
-        }
-        base
     }
 }
 
-/// Intersection of two ascending lists.
-pub fn intersect(a: &[u64], b: &[u64]) -> Vec<u64> {
-    let mut out = Vec::with_capacity(a.len().min(b.len()));
-    let (mut i, mut j) = (0, 0);
-    while let (Some(&x), Some(&y)) = (a.get(i), b.get(j)) {
-        match x.cmp(&y) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                out.push(x);
-                i += 1;
-                j += 1;
-            }
-        }
+impl crate::tsdb::postings::PostingsSource for MemPostings {
+    type Id = u64;
+    type Error = std::convert::Infallible;
+    fn exact(&self, name: &str, value: &str) -> Result<Vec<u64>, Self::Error> {
+        Ok(self.get(name, value).to_vec())
     }
-    out
+    fn matching(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Result<Vec<u64>, Self::Error> {
+        Ok(self.union_where(name, pred))
+    }
+    fn all(&self) -> Result<Vec<u64>, Self::Error> {
+        Ok(self.all.clone())
+    }
 }
+
+pub use crate::tsdb::postings::intersect;
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::model::{matches_labels, Labels};
+    use crate::model::{matches_labels, Labels, MatchType};
 
     fn m(kind: MatchType, n: &str, v: &str) -> Matcher {
         Matcher::new(kind, n, v).unwrap()

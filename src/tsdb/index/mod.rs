@@ -98,23 +98,7 @@ pub enum IndexError {
     Invalid { path: PathBuf, reason: String },
 }
 
-/// Sorted intersection of two ascending ID lists.
-pub fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let mut out = Vec::with_capacity(a.len().min(b.len()));
-    let (mut i, mut j) = (0, 0);
-    while let (Some(&x), Some(&y)) = (a.get(i), b.get(j)) {
-        match x.cmp(&y) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                out.push(x);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out
-}
+pub use crate::tsdb::postings::intersect;
 
 #[cfg(test)]
 mod tests {

@@ -6,10 +6,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::{
-    intersect, ChunkMeta, IndexError, Toc, FORMAT_V2, HEADER_LEN, MAGIC, SERIES_ALIGN, TOC_LEN,
-};
-use crate::model::{Labels, MatchType, Matcher};
+use super::{ChunkMeta, IndexError, Toc, FORMAT_V2, HEADER_LEN, MAGIC, SERIES_ALIGN, TOC_LEN};
+use crate::model::{Labels, Matcher};
 use crate::tsdb::encoding::Cursor;
 
 /// A series read from the index: its labels and chunk metas.
@@ -466,41 +464,7 @@ impl IndexReader {
     /// removing the series whose value fails it; the others intersect. Only matchers that all
     /// match `""` (or none at all) start from every series.
     pub fn postings_for_matchers(&self, matchers: &[Matcher]) -> Result<Vec<u32>, IndexError> {
-        let mut include: Vec<Vec<u32>> = Vec::new();
-        let mut exclude: Vec<u32> = Vec::new();
-        for m in matchers {
-            if m.matches_empty() {
-                let out = match m.kind {
-                    MatchType::NotEqual => self.postings(&m.name, &m.value)?,
-                    _ => self.postings_where(&m.name, |v| !m.matches(v))?,
-                };
-                exclude.extend(out);
-            } else {
-                let list = match m.kind {
-                    MatchType::Equal => self.postings(&m.name, &m.value)?,
-                    _ => self.postings_where(&m.name, |v| m.matches(v))?,
-                };
-                if list.is_empty() {
-                    return Ok(Vec::new());
-                }
-                include.push(list);
-            }
-        }
-        include.sort_by_key(Vec::len);
-        let mut it = include.into_iter();
-        let mut base = match it.next() {
-            Some(first) => first,
-            None => self.all_postings()?,
-        };
-        for other in it {
-            base = intersect(&base, &other);
-        }
-        if !exclude.is_empty() {
-            exclude.sort_unstable();
-            exclude.dedup();
-            base.retain(|r| exclude.binary_search(r).is_err());
-        }
-        Ok(base)
+        crate::tsdb::postings::for_matchers(self, matchers)
     }
 
     /// The labels and chunk metas of series `id`.
@@ -605,5 +569,19 @@ impl IndexReader {
             labels: Labels::from_sorted_pairs(pairs),
             chunks,
         })
+    }
+}
+
+impl crate::tsdb::postings::PostingsSource for IndexReader {
+    type Id = u32;
+    type Error = IndexError;
+    fn exact(&self, name: &str, value: &str) -> Result<Vec<u32>, IndexError> {
+        self.postings(name, value)
+    }
+    fn matching(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Result<Vec<u32>, IndexError> {
+        self.postings_where(name, pred)
+    }
+    fn all(&self) -> Result<Vec<u32>, IndexError> {
+        self.all_postings()
     }
 }
