@@ -50,6 +50,9 @@ FLAGS:
     --storage.remote.read-max-bytes-in-frame=BYTES
                                             Budget of one streamed remote-read frame.
                                             [default: 1048576]
+    --web.config.file=FILE                  TLS and basic auth, in Prometheus's web config
+                                            format (tls_server_config, basic_auth_users);
+                                            re-read when it changes. [default: none]
     --web.enable-lifecycle                  Serve POST /-/quit (graceful stop, as SIGTERM).
                                             [default: false]
     --log.level=LEVEL                       debug, info, warn or error. [default: info]
@@ -113,6 +116,10 @@ fn parse_flags(args: impl Iterator<Item = String>) -> Result<Option<Flags>, Stri
         };
         match name.as_str() {
             "--web.listen-address" => flags.listen = value,
+            "--web.config.file" => {
+                let web = server::web::WebConfig::load(&value)?;
+                flags.server.web = Some(Arc::new(web));
+            }
             "--log.level" => flags.log_level = value.parse()?,
             "--log.format" => flags.log_format = value.parse()?,
             "--web.enable-lifecycle" => {

@@ -21,6 +21,7 @@ fn help_lists_every_flag_with_its_default() {
     for flag in [
         "--web.listen-address",
         "--web.enable-lifecycle",
+        "--web.config.file",
         "--storage.tsdb.max-series",
         "--storage.remote.write-label-limit",
         "--storage.remote.write-label-name-length-limit",

@@ -4,7 +4,7 @@
 //! 4xx, 429 included unless `retry_on_http_429` is set. So: 4xx only for requests that can
 //! never succeed; everything a retry can fix is 5xx, and overload is 503 with `Retry-After`.
 
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -17,6 +17,8 @@ use crate::tsdb::AppendError;
 /// Every way a request can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    #[error("unauthorized")]
+    Unauthorized,
     #[error("not ready: the data directory is still being recovered")]
     NotReady,
     #[error("overloaded: too many remote-write bytes in flight; retry later")]
@@ -47,6 +49,7 @@ impl ApiError {
             BodyError::Snappy(_) => S::BAD_REQUEST,
         };
         match self {
+            ApiError::Unauthorized => S::UNAUTHORIZED,
             ApiError::NotReady | ApiError::Overloaded => S::SERVICE_UNAVAILABLE,
             ApiError::Body(b) => body_status(b),
             ApiError::BodyRead(_) => S::BAD_REQUEST,
@@ -89,6 +92,12 @@ impl IntoResponse for ApiError {
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"cairn\""),
+            );
         }
         resp
     }

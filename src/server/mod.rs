@@ -9,8 +9,14 @@
 //! The listener opens before the data directory is recovered: `/-/healthy` answers at once,
 //! `/-/ready` and the data routes answer 503 until [`AppState::set_ready`] hands over the
 //! [`Db`].
+//!
+//! With `--web.config.file` ([`web`]): HTTPS instead of HTTP when the file has
+//! `tls_server_config`, and basic auth on every route when it has `basic_auth_users`, checked
+//! from the headers before any body byte is read.
 
 mod error;
+mod tls;
+pub mod web;
 
 use std::io;
 use std::pin::Pin;
@@ -54,6 +60,8 @@ pub struct ServerConfig {
     pub labels: write::LabelLimits,
     /// Serve `POST|PUT /-/quit` (`--web.enable-lifecycle`); 403 otherwise.
     pub enable_lifecycle: bool,
+    /// TLS and basic auth (`--web.config.file`); plain HTTP without auth when `None`.
+    pub web: Option<Arc<web::WebConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +75,7 @@ impl Default for ServerConfig {
             write_queue_timeout: Duration::from_secs(5),
             labels: write::LabelLimits::default(),
             enable_lifecycle: false,
+            web: None,
         }
     }
 }
@@ -147,27 +156,90 @@ impl AppState {
     }
 }
 
-/// The router with every route.
+/// The router with every route (behind basic auth when a web config is set).
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let r = Router::new()
         .route("/api/v1/write", post(remote_write))
         .route("/api/v1/read", post(remote_read))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/-/quit", post(quit).put(quit))
-        .with_state(state)
+        .route("/-/quit", post(quit).put(quit));
+    // As in Prometheus, every route (health, readiness and unknown paths included) needs
+    // credentials once `basic_auth_users` is set. The layer is there whenever a web config
+    // is, since a reload may add users.
+    let r = match &state.cfg.web {
+        Some(w) => r.layer(axum::middleware::from_fn_with_state(
+            Arc::clone(w),
+            basic_auth,
+        )),
+        None => r,
+    };
+    r.with_state(state)
 }
 
-/// Serve on `listener` until `shutdown` completes, then finish in-flight requests.
+/// Basic auth from the `Authorization` header alone: a refused request is answered before
+/// its body is read (hyper then closes the connection instead of draining the body).
+async fn basic_auth(
+    State(web): State<Arc<web::WebConfig>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(auth) = web.basic_auth() else {
+        return next.run(req).await;
+    };
+    let ok = match basic_credentials(req.headers()) {
+        Some((user, password)) => auth.verify(&user, &password).await,
+        None => false,
+    };
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+/// `Authorization: Basic base64(user:password)`.
+fn basic_credentials(h: &HeaderMap) -> Option<(String, Vec<u8>)> {
+    use base64::Engine;
+    let v = h.get(axum::http::header::AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = v.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim_ascii())
+        .ok()?;
+    let colon = raw.iter().position(|&b| b == b':')?;
+    let user = String::from_utf8(raw[..colon].to_vec()).ok()?;
+    Some((user, raw[colon + 1..].to_vec()))
+}
+
+/// Serve on `listener` until `shutdown` completes, then finish in-flight requests. HTTPS
+/// when the web config has TLS; a web config is re-read every
+/// [`web::WebConfig::reload_interval`] while serving.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let web = state.cfg.web.clone();
+    let reloader = web
+        .as_ref()
+        .map(|w| tokio::spawn(Arc::clone(w).reload_loop()));
+    let app = router(state);
+    let res = match web.filter(|w| w.tls_enabled()) {
+        Some(w) => tls::serve(listener, app, w, shutdown).await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
+    if let Some(r) = reloader {
+        r.abort();
+    }
+    res
 }
 
 async fn healthy() -> &'static str {

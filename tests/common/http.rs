@@ -409,3 +409,11 @@ pub fn urlencode(s: &str) -> String {
     }
     out
 }
+
+/// Read one response to a `method` request from any stream (a TLS one, say).
+pub fn read_response_from<R: BufRead>(r: &mut R, method: &str) -> io::Result<Response> {
+    match read_response(r, method) {
+        Ok((resp, _)) => Ok(resp),
+        Err(Failure::Retryable(e)) | Err(Failure::Fatal(e)) => Err(e),
+    }
+}

@@ -8,6 +8,7 @@ pub mod om;
 pub mod procs;
 pub mod proto;
 pub mod server;
+pub mod tls;
 
 use std::collections::BTreeMap;
 
