@@ -5,6 +5,7 @@
 //!
 //! Storage code never calls `unwrap`/`expect` outside tests (crate lints in Cargo.toml).
 
+pub mod config;
 pub mod log;
 pub mod metrics;
 pub mod model;

@@ -40,6 +40,88 @@ fn help_lists_every_flag_with_its_default() {
     assert!(help.contains("[default: :9201]"));
 }
 
+/// The whole `--help` text is a golden file: a flag change shows up in review. To update it
+/// deliberately: `CAIRN_UPDATE_GOLDEN=1 cargo nextest run --test cli help_matches_the_golden`.
+#[test]
+fn help_matches_the_golden() {
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/help.txt");
+    let out = cairn().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    if std::env::var_os("CAIRN_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &help).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap();
+    assert!(
+        help == want,
+        "--help differs from {} (update it deliberately, see this test's docs):\n{help}",
+        golden.display()
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_rejected_with_exit_code_2() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/bad");
+    for (name, want) in [
+        ("unknown_key.yml", "unknown field `retention_time`"),
+        (
+            "bad_wal_sync.yml",
+            "storage.tsdb.wal_sync: invalid WAL sync policy",
+        ),
+    ] {
+        let file = dir.join(name);
+        let out = cairn()
+            .arg(format!("--config.file={}", file.display()))
+            .arg("--storage.tsdb.path=/nonexistent/never-created")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            msg.starts_with(&format!("cairn: config file {}: ", file.display())),
+            "{msg}"
+        );
+        assert!(msg.contains(want), "{name}: {msg}");
+    }
+    let out = cairn()
+        .arg("--config.file=/nonexistent/cairn.yml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn starts_from_a_config_file_and_flags_win_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("cairn.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "web:\n  listen_address: 127.0.0.1:0\nstorage:\n  tsdb:\n    path: {}\n    \
+             wal_sync: never\n    wal_segment_size: 1MB\nlog:\n  level: warn\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let config = format!("--config.file={}", file.display());
+    // The file says warn (which would hide "data directory ready"); the flag says info.
+    let run = spawn(&[&config, "--log.level=info"]);
+    run.ready
+        .recv_timeout(Duration::from_secs(30))
+        .expect("cairn never reported ready");
+    let log = run.stop();
+    assert!(
+        log.contains("level=info msg=listening address=127.0.0.1:"),
+        "{log}"
+    );
+    assert!(log.contains("wal_sync=Never"), "{log}");
+    assert!(log.contains(&format!("path={}", data.display())), "{log}");
+    assert!(data.join("wal/00000000").exists());
+}
+
 #[test]
 fn bad_flags_are_rejected_with_exit_code_2() {
     for args in [
@@ -72,12 +154,14 @@ fn start(path: &str) -> Running {
 }
 
 fn start_with(path: &str, extra: &[&str]) -> Running {
-    let mut child = cairn()
-        .args([path, "--web.listen-address=127.0.0.1:0"])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut args = vec![path, "--web.listen-address=127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
+/// Start `cairn` with exactly `args`.
+fn spawn(args: &[&str]) -> Running {
+    let mut child = cairn().args(args).stderr(Stdio::piped()).spawn().unwrap();
     let (tx, ready) = mpsc::channel();
     let (addr_tx, addr) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
