@@ -446,6 +446,19 @@ const KILLED_FOR: Duration = Duration::from_millis(1500);
 /// before T has been committed to A's TSDB by then (scrape timeout 1 s).
 const T_LAG_MS: i64 = 3000;
 
+/// SIGTERM the storage and require a clean exit (status 0) within 30 s.
+fn stop_cleanly(storage: &mut Proc) {
+    let status = storage
+        .kill_term(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", storage.log_tail()));
+    assert!(
+        status.success(),
+        "{} exited with {status} on SIGTERM\n{}",
+        storage.name(),
+        storage.log_tail()
+    );
+}
+
 /// Start the next generation of the storage in place of `storage` (kept in `retired` so its
 /// log survives for failure reports); returns when it is ready, with the time in ms.
 fn restart(storage: &mut Proc, retired: &mut Vec<Proc>, dir: &Path, port: u16) -> i64 {
@@ -598,15 +611,7 @@ fn prometheus_remote_write_and_read_through_storage_restarts() {
         "e2e: t={:?} storage holds up to {seen}; SIGTERM",
         run_start.elapsed()
     );
-    let status = storage
-        .kill_term(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}\n{}", storage.log_tail()));
-    assert!(
-        status.success(),
-        "{} exited with {status} on SIGTERM\n{}",
-        storage.name(),
-        storage.log_tail()
-    );
+    stop_cleanly(&mut storage);
     let restarted_1 = restart(&mut storage, &mut retired, &storage_dir, storage_port);
     eprintln!(
         "e2e: t={:?} storage back after SIGTERM",
@@ -810,15 +815,7 @@ fn prometheus_remote_write_and_read_through_storage_restarts() {
     for p in [&mut a, &mut b] {
         p.kill_term(Duration::from_secs(20)).unwrap();
     }
-    let status = storage
-        .kill_term(Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("{e}\n{}", storage.log_tail()));
-    assert!(
-        status.success(),
-        "{} exited with {status} on SIGTERM\n{}",
-        storage.name(),
-        storage.log_tail()
-    );
+    stop_cleanly(&mut storage);
     drop(retired);
     eprintln!("e2e: total {:?}", test_start.elapsed());
 }
