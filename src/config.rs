@@ -33,6 +33,8 @@ pub struct Config {
     /// `--storage.tsdb.path`.
     pub path: String,
     pub opts: Options,
+    /// `--storage.tsdb.housekeeping-interval`: how often head compaction is considered.
+    pub housekeeping: std::time::Duration,
     pub server: ServerConfig,
     /// The config file that was loaded, if any.
     pub config_file: Option<String>,
@@ -48,6 +50,7 @@ impl Default for Config {
             listen: ":9201".into(),
             path: "data/".into(),
             opts: Options::default(),
+            housekeeping: std::time::Duration::from_secs(60),
             server: ServerConfig::default(),
             config_file: None,
         }
@@ -171,6 +174,17 @@ pub static SETTINGS: &[Setting] = &[
             let ms = duration(v)?.as_millis();
             c.opts.block_range_ms =
                 i64::try_from(ms).map_err(|_| format!("duration {v:?} is too long"))?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "storage.tsdb.housekeeping-interval",
+        value: "DUR",
+        default: Some("1m"),
+        help: "How often to compact the head: once it spans more than 1.5 block ranges, its \
+               oldest range becomes a block, then the head and the WAL are truncated.",
+        apply: |c, v| {
+            c.housekeeping = duration(v)?;
             Ok(())
         },
     },
@@ -538,6 +552,7 @@ struct TsdbFile {
     path: Option<Scalar>,
     wal_sync: Option<Scalar>,
     min_block_duration: Option<Scalar>,
+    housekeeping_interval: Option<Scalar>,
     wal_segment_size: Option<Scalar>,
     max_series: Option<Scalar>,
 }
@@ -575,6 +590,10 @@ impl FileConfig {
             ("storage.tsdb.path", &t.path),
             ("storage.tsdb.wal_sync", &t.wal_sync),
             ("storage.tsdb.min_block_duration", &t.min_block_duration),
+            (
+                "storage.tsdb.housekeeping_interval",
+                &t.housekeeping_interval,
+            ),
             ("storage.tsdb.wal_segment_size", &t.wal_segment_size),
             ("storage.tsdb.max_series", &t.max_series),
             ("storage.remote.read_sample_limit", &r.read_sample_limit),

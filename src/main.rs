@@ -145,9 +145,18 @@ async fn run(flags: Config) -> Result<(), String> {
     let db = Arc::new(db);
     log_open(&flags.path, &db);
     state.set_ready(Arc::clone(&db));
+    let housekeeping = tokio::spawn(housekeeping(
+        Arc::clone(&db),
+        flags.housekeeping,
+        wait_for(stop.clone()),
+    ));
 
     wait_for(stop).await;
     let start = Instant::now();
+    // A compaction in progress finishes first (it is safe to kill, but cheaper to complete).
+    if let Err(e) = housekeeping.await {
+        log_error!("housekeeping task failed", err = e);
+    }
     match tokio::time::timeout(GRACE, server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => log_error!("server failed", err = e),
@@ -166,6 +175,49 @@ async fn run(flags: Config) -> Result<(), String> {
         duration = format!("{:?}", start.elapsed())
     );
     Ok(())
+}
+
+/// Head compaction every `every` (the first right away, so a head replayed from a long WAL is
+/// compacted at start), until `stop` resolves.
+async fn housekeeping(db: Arc<Db>, every: Duration, stop: impl std::future::Future<Output = ()>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let d = Arc::clone(&db);
+        match tokio::task::spawn_blocking(move || d.compact()).await {
+            Ok(Ok(r)) => {
+                for b in &r.blocks {
+                    log_info!(
+                        "head compacted into a block",
+                        ulid = b.ulid,
+                        mint = b.min_time,
+                        maxt = b.max_time,
+                        series = b.stats.num_series,
+                        samples = b.stats.num_samples
+                    );
+                }
+                if !r.blocks.is_empty() || r.checkpoint.is_some() {
+                    log_info!(
+                        "head truncated",
+                        series_removed = r.series_removed,
+                        chunks_removed = r.chunks_removed,
+                        checkpoint = r
+                            .checkpoint
+                            .map_or_else(|| "none".to_string(), |c| format!("{c:08}")),
+                        wal_segments_deleted = r.wal_segments_deleted,
+                        duration = format!("{:?}", r.duration)
+                    );
+                }
+            }
+            Ok(Err(e)) => log_error!("compaction failed; retrying at the next interval", err = e),
+            Err(e) => log_error!("compaction task failed", err = e),
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -228,6 +228,16 @@ fn counter(
     c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
 }
 
+fn counter_f64(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    v: f64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
 #[derive(Debug)]
 struct BuildInfo;
 
@@ -248,6 +258,10 @@ impl Collector for BuildInfo {
             version: env!("CARGO_PKG_VERSION"),
         })?)
     }
+}
+
+fn cairn_now_ms() -> i64 {
+    crate::tsdb::head::now_ms()
 }
 
 /// Head and WAL state, read from the engine's atomics at scrape time.
@@ -356,6 +370,63 @@ impl Collector for EngineCollector {
             "tsdb_wal_written_bytes",
             "Bytes written to WAL segments.",
             ld(&ws.bytes_written),
+        )?;
+        let ds = &db.stats;
+        let blocks = db.blocks();
+        gauge(
+            &mut enc,
+            "tsdb_blocks_loaded",
+            "Blocks readers see.",
+            blocks.blocks.len() as f64,
+        )?;
+        let lowest = blocks
+            .blocks
+            .iter()
+            .map(|b| b.meta().min_time)
+            .chain((head.min_time() <= head.max_time()).then(|| head.min_time()))
+            .min()
+            .unwrap_or_else(cairn_now_ms);
+        gauge(
+            &mut enc,
+            "tsdb_lowest_timestamp_seconds",
+            "Oldest sample time stored (blocks and head); the current time while there is none.",
+            lowest as f64 / 1000.0,
+        )?;
+        counter(
+            &mut enc,
+            "tsdb_compactions",
+            "Head compaction runs (most find nothing to do).",
+            ld(&ds.compactions),
+        )?;
+        counter(
+            &mut enc,
+            "tsdb_compactions_failed",
+            "Head compaction runs that failed (retried at the next housekeeping interval).",
+            ld(&ds.compaction_failures),
+        )?;
+        counter_f64(
+            &mut enc,
+            "tsdb_compaction_duration_seconds",
+            "Time spent in head compaction runs.",
+            Duration::from_nanos(ld(&ds.compaction_nanos)).as_secs_f64(),
+        )?;
+        counter(
+            &mut enc,
+            "tsdb_blocks_written",
+            "Blocks written from the head.",
+            ld(&ds.blocks_written),
+        )?;
+        counter(
+            &mut enc,
+            "tsdb_head_truncations",
+            "Head truncations after a block was written.",
+            ld(&hs.truncations),
+        )?;
+        counter(
+            &mut enc,
+            "tsdb_head_series_removed",
+            "Series removed from the head by truncation (no data left in it).",
+            ld(&hs.series_removed),
         )?;
         let report = db.open_report();
         counter(

@@ -3,19 +3,45 @@
 //! Open order, each step finishing before the next:
 //! 1. create the directory, take `lock` (a second process gets a clear error);
 //! 2. remove leftovers of interrupted work (`*.tmp`, `*.tmp-for-creation`, …);
-//! 3. replay `chunks_head/` (a bad entry ends the data: cut there, later files removed);
-//! 4. replay the WAL into the head, attaching each series' chunks from step 3 and skipping
-//!    samples they already hold; a torn or corrupt tail is repaired and counted;
-//! 5. open a fresh WAL segment for writing.
+//! 3. open every block (`<ULID>/` with a `meta.json`); a block that fails to open stops the
+//!    open with an error naming it (Prometheus does the same: serving without it would
+//!    silently drop its data). The head accepts nothing older than the newest block's end;
+//! 4. replay `chunks_head/` (a bad entry ends the data: cut there, later files removed);
+//! 5. replay the WAL (its last checkpoint first) into the head, attaching each series'
+//!    chunks from step 4 and skipping samples they already hold or that a block holds; a torn
+//!    or corrupt tail is repaired and counted;
+//! 6. open a fresh WAL segment for writing.
+//!
+//! # Head compaction ([`Db::compact`], Prometheus `DB.Compact`)
+//! While the head spans more than 1.5 block ranges, its oldest range `[head min, end of the
+//! aligned range it falls in)` becomes a block:
+//! 1. raise the head's lower bound to the range's end and wait for appends that read the old
+//!    bound ([`Head::raise_min_valid`]): nothing can enter the range any more;
+//! 2. write the block (series in label order, chunks as stored; atomic, see `block`);
+//! 3. publish it to readers, then wait until every query that started before is done (they
+//!    may still read the range from the head);
+//! 4. truncate the head: chunks before the range's end, series left empty, unreferenced
+//!    `chunks_head/` files.
+//!
+//! Then the WAL is checkpointed and its older segments deleted (Prometheus `truncateWAL`).
+//! A crash anywhere leaves a consistent directory: before step 2's rename, a leftover
+//! `*.tmp-for-creation` (removed at open) and the head's data still in the WAL; after it, the
+//! block, whose end becomes the head's lower bound at open, so the WAL's copy of its samples
+//! is skipped on replay and nothing is doubled.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::model::{Labels, Matcher};
-use crate::tsdb::chunkenc::DecodeError;
+use crate::tsdb::block::{self, Block, BlockError, BlockMeta, BlockWriter, Compaction, Ulid};
+use crate::tsdb::chunkenc::{DecodeError, Encoding, XorChunk, XorIterator};
 use crate::tsdb::fileutil::{self, LockError, LockFile};
 use crate::tsdb::head::chunks::{
     ChunkDiskMapper, ChunkFileError, ChunkReplayReport, DEFAULT_MAX_FILE_SIZE,
@@ -23,6 +49,7 @@ use crate::tsdb::head::chunks::{
 use crate::tsdb::head::{
     AppendError, AppendReport, AppendSeries, ChunkMeta, Head, HeadOptions, ReplayState, Sample,
 };
+use crate::tsdb::querier::{self, Merge, Source};
 use crate::tsdb::wal::fs::{FileSystem, OsFs};
 use crate::tsdb::wal::{ReplayReport, Wal, WalError, WalOptions};
 
@@ -46,6 +73,22 @@ pub struct Options {
     pub fs: Arc<dyn FileSystem>,
     /// Called after each replayed WAL segment (for progress logs).
     pub replay_progress: Option<ProgressFn>,
+    /// Largest block chunk file (Prometheus: 512 MiB); smaller in tests.
+    pub block_segment_size: u64,
+    /// Test seam: called with the name of each step of a compaction before it runs; returning
+    /// `true` stops the compaction there with [`DbError::Injected`], leaving the directory as
+    /// a crash at that point would (the crash matrix in `tests/compaction.rs`).
+    pub fault: Option<FaultFn>,
+}
+
+/// A compaction fault-injection callback (see [`Options::fault`]).
+#[derive(Clone)]
+pub struct FaultFn(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for FaultFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaultFn")
+    }
 }
 
 /// Where WAL replay is.
@@ -77,6 +120,8 @@ impl Default for Options {
             max_series: 0,
             fs: Arc::new(OsFs),
             replay_progress: None,
+            block_segment_size: block::DEFAULT_SEGMENT_SIZE,
+            fault: None,
         }
     }
 }
@@ -100,6 +145,14 @@ pub enum DbError {
     Decode { series: String, source: DecodeError },
     #[error("invalid option: {0}")]
     Options(String),
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error(
+        "block {path}: {source} (move the block out of the data directory to start without it)"
+    )]
+    OpenBlock { path: PathBuf, source: BlockError },
+    #[error("injected fault at {0}")]
+    Injected(String),
 }
 
 /// What opening found and did.
@@ -112,7 +165,128 @@ pub struct OpenReport {
     pub samples_replayed: u64,
     pub samples_skipped: u64,
     pub unknown_refs: u64,
+    pub blocks: u64,
     pub duration: Duration,
+}
+
+/// What one [`Db::compact`] call did.
+#[derive(Debug, Default, Clone)]
+pub struct CompactReport {
+    /// Blocks written from the head.
+    pub blocks: Vec<BlockMeta>,
+    pub series_removed: u64,
+    pub chunks_removed: u64,
+    /// The WAL checkpoint written (its index), if any.
+    pub checkpoint: Option<u64>,
+    pub wal_segments_deleted: u64,
+    pub duration: Duration,
+}
+
+/// Compaction statistics for `/metrics` (relaxed atomics).
+#[derive(Debug, Default)]
+pub struct DbStats {
+    pub compactions: AtomicU64,
+    pub compaction_failures: AtomicU64,
+    pub blocks_written: AtomicU64,
+    /// Sum of compaction durations.
+    pub compaction_nanos: AtomicU64,
+    pub head_truncation_failures: AtomicU64,
+}
+
+/// The blocks readers see, with a generation number that grows with every change.
+#[derive(Debug, Default)]
+pub struct BlockSet {
+    pub generation: u64,
+    /// Sorted by min time.
+    pub blocks: Vec<Arc<Block>>,
+}
+
+impl BlockSet {
+    /// End (exclusive) of the newest block, `i64::MIN` without blocks.
+    pub fn max_time(&self) -> i64 {
+        self.blocks
+            .iter()
+            .map(|b| b.meta().max_time)
+            .max()
+            .unwrap_or(i64::MIN)
+    }
+}
+
+/// The current block set and the queries running against each generation of it. Compaction
+/// publishes a block, then waits for queries of older generations before truncating the head
+/// (they may still read the range there); new queries never wait.
+#[derive(Default)]
+struct Readers {
+    state: Mutex<(Arc<BlockSet>, BTreeMap<u64, usize>)>,
+    done: Condvar,
+}
+
+/// An iterator that keeps its query registered until dropped.
+struct Guarded<'a, I> {
+    inner: I,
+    _guard: ReadGuard<'a>,
+}
+
+impl<I: Iterator> Iterator for Guarded<'_, I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        self.inner.next()
+    }
+}
+
+/// A running query: keeps its generation registered until dropped.
+struct ReadGuard<'a> {
+    readers: &'a Readers,
+    generation: u64,
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.readers.state.lock();
+        if let Some(n) = st.1.get_mut(&self.generation) {
+            *n -= 1;
+            if *n == 0 {
+                st.1.remove(&self.generation);
+            }
+        }
+        drop(st);
+        self.readers.done.notify_all();
+    }
+}
+
+impl Readers {
+    fn begin(&self) -> (Arc<BlockSet>, ReadGuard<'_>) {
+        let mut st = self.state.lock();
+        let set = Arc::clone(&st.0);
+        *st.1.entry(set.generation).or_default() += 1;
+        (
+            set.clone(),
+            ReadGuard {
+                readers: self,
+                generation: set.generation,
+            },
+        )
+    }
+
+    fn current(&self) -> Arc<BlockSet> {
+        Arc::clone(&self.state.lock().0)
+    }
+
+    /// Replace the block set; returns the new generation.
+    fn publish(&self, blocks: Vec<Arc<Block>>) -> u64 {
+        let mut st = self.state.lock();
+        let generation = st.0.generation + 1;
+        st.0 = Arc::new(BlockSet { generation, blocks });
+        generation
+    }
+
+    /// Wait until no query of a generation older than `generation` runs.
+    fn wait_before(&self, generation: u64) {
+        let mut st = self.state.lock();
+        while st.1.keys().next().is_some_and(|&g| g < generation) {
+            self.done.wait(&mut st);
+        }
+    }
 }
 
 /// A selected series: its labels, chunks overlapping the range and deleted intervals.
@@ -159,14 +333,60 @@ impl SeriesChunks {
     }
 }
 
+/// A chunk's bytes on their way into a block.
+enum ChunkBytes {
+    Stored(crate::tsdb::head::ChunkData),
+    Encoded(Vec<u8>),
+}
+
+impl std::ops::Deref for ChunkBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ChunkBytes::Stored(d) => d,
+            ChunkBytes::Encoded(v) => v,
+        }
+    }
+}
+
 /// An open data directory.
 pub struct Db {
     dir: PathBuf,
+    opts: Options,
     head: Head,
     wal: Wal,
     report: OpenReport,
     last_recover: Mutex<Option<Instant>>,
+    readers: Readers,
+    /// One compaction at a time.
+    compacting: Mutex<()>,
+    pub stats: DbStats,
     _lock: LockFile,
+}
+
+/// Open every block directory (`<ULID>/` holding a `meta.json`) in `dir`, sorted by min time.
+fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>, DbError> {
+    let io = |source| DbError::Io {
+        op: "list",
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut blocks = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let is_block = name.to_str().is_some_and(|n| Ulid::from_str(n).is_ok())
+            && entry.file_type().map_err(io)?.is_dir()
+            && entry.path().join(block::META_FILE).exists();
+        if !is_block {
+            continue;
+        }
+        let path = entry.path();
+        let b = Block::open(&path).map_err(|source| DbError::OpenBlock { path, source })?;
+        blocks.push(Arc::new(b));
+    }
+    blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+    Ok(blocks)
 }
 
 impl Db {
@@ -194,6 +414,14 @@ impl Db {
             ..OpenReport::default()
         };
 
+        let blocks = open_blocks(&dir)?;
+        report.blocks = blocks.len() as u64;
+        let blocks_end = blocks
+            .iter()
+            .map(|b| b.meta().max_time)
+            .max()
+            .unwrap_or(i64::MIN);
+
         let mut st = ReplayState::default();
         let (mapper, chunk_report) =
             ChunkDiskMapper::open(&dir.join("chunks_head"), opts.head_chunk_file_size, |c| {
@@ -208,6 +436,8 @@ impl Db {
             },
             mapper,
         );
+        // What the blocks hold is not taken again (replay skips it, appends are refused).
+        head.raise_min_valid(blocks_end);
         let replayed = std::cell::Cell::new(0u64);
         let (wal, wal_report) = Wal::open_with_progress(
             &dir.join("wal"),
@@ -235,12 +465,18 @@ impl Db {
         report.samples_skipped = st.samples_skipped;
         report.unknown_refs = st.unknown_refs;
         report.duration = start.elapsed();
+        let readers = Readers::default();
+        readers.publish(blocks);
         Ok(Db {
             dir,
+            opts,
             head,
             wal,
             report,
             last_recover: Mutex::new(None),
+            readers,
+            compacting: Mutex::new(()),
+            stats: DbStats::default(),
             _lock: lock,
         })
     }
@@ -259,6 +495,11 @@ impl Db {
 
     pub fn open_report(&self) -> &OpenReport {
         &self.report
+    }
+
+    /// The blocks as readers see them now.
+    pub fn blocks(&self) -> Arc<BlockSet> {
+        self.readers.current()
     }
 
     /// Store a batch: see [`Head::append`]. A poisoned WAL is given a fresh segment first, at
@@ -296,24 +537,225 @@ impl Db {
     }
 
     /// Like [`Db::select`], but each series' chunks are gathered only when the iterator reaches
-    /// it, so a reader streaming the result holds one series' chunks at a time.
+    /// it, so a reader streaming the result holds one series' chunks at a time. Blocks and the
+    /// head are merged by label set (see [`querier`]). The query counts as running until the
+    /// iterator is dropped: head compaction waits for it before dropping data it may read.
     pub fn select_iter(
         &self,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
     ) -> impl Iterator<Item = Result<SeriesChunks, DbError>> + '_ {
+        let (set, guard) = self.readers.begin();
+        let mut sources: Vec<Source<'_>> = Vec::new();
+        let mut failed = None;
+        for b in &set.blocks {
+            let m = b.meta();
+            if m.min_time > maxt || m.max_time <= mint {
+                continue;
+            }
+            match querier::block_source(b, matchers) {
+                Ok(s) => sources.push(s),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        sources.push(Source::Head {
+            head: &self.head,
+            series: self.head.select(matchers, mint, maxt).into_iter(),
+            cutoff: set.max_time(),
+        });
+        let merge = Merge::new(sources, mint, maxt, self.head.chunk_mapper());
+        let items: Box<dyn Iterator<Item = Result<SeriesChunks, DbError>> + '_> = match failed {
+            Some(e) => Box::new(std::iter::once(Err(e))),
+            None => Box::new(merge),
+        };
+        Guarded {
+            inner: items,
+            _guard: guard,
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Compaction
+
+    fn fault(&self, step: &str) -> Result<(), DbError> {
+        match &self.opts.fault {
+            Some(f) if (f.0)(step) => Err(DbError::Injected(step.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Turn every head range older than 1.5 block ranges into a block, truncate the head and
+    /// the WAL (see the module docs). Safe while appends and queries run; one at a time.
+    pub fn compact(&self) -> Result<CompactReport, DbError> {
+        let _one = self.compacting.lock();
+        let start = Instant::now();
+        let res = self.compact_locked(start);
+        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .compaction_nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if res.is_err() {
+            self.stats
+                .compaction_failures
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn compact_locked(&self, start: Instant) -> Result<CompactReport, DbError> {
+        let mut report = CompactReport::default();
+        let range = self.opts.block_range_ms;
+        let mut truncated_to = None;
+        while self.head.compactable() {
+            let mint = self.head.min_time();
+            let maxt = crate::tsdb::head::range_for_timestamp(mint, range);
+            if truncated_to.is_some_and(|t| maxt <= t) {
+                break; // no progress (cannot happen: truncation raises the head's min time)
+            }
+            self.fault("raise-min-valid")?;
+            self.head.raise_min_valid(maxt);
+            self.fault("write-block")?;
+            if let Some(meta) = self.write_head_block(mint, maxt)? {
+                self.fault("publish-block")?;
+                let b = Block::open(&self.dir.join(meta.ulid.to_string()))?;
+                let mut blocks = self.readers.current().blocks.clone();
+                blocks.push(Arc::new(b));
+                blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+                let generation = self.readers.publish(blocks);
+                self.stats.blocks_written.fetch_add(1, Ordering::Relaxed);
+                report.blocks.push(meta);
+                self.readers.wait_before(generation);
+            }
+            self.fault("truncate-head")?;
+            let segment = self.wal.stats().segment.load(Ordering::Relaxed);
+            let tr = self.head.truncate(maxt, segment).inspect_err(|_| {
+                self.stats
+                    .head_truncation_failures
+                    .fetch_add(1, Ordering::Relaxed);
+            })?;
+            report.series_removed += tr.series_removed;
+            report.chunks_removed += tr.chunks_removed;
+            truncated_to = Some(maxt);
+        }
+        if let Some(mint) = truncated_to {
+            self.truncate_wal(mint, &mut report)?;
+        }
+        report.duration = start.elapsed();
+        Ok(report)
+    }
+
+    /// WAL truncation: comes with checkpoints (next change); the WAL keeps every segment.
+    fn truncate_wal(&self, _mint: i64, _report: &mut CompactReport) -> Result<(), DbError> {
+        Ok(())
+    }
+
+    /// Write the head's samples in `[mint, maxt)` as a block; `None` if it has none.
+    fn write_head_block(&self, mint: i64, maxt: i64) -> Result<Option<BlockMeta>, DbError> {
+        let series = self.head.series_in_range(mint, maxt - 1);
+        if series.is_empty() {
+            return Ok(None);
+        }
+        let mut symbols: BTreeSet<&str> = BTreeSet::new();
+        for s in &series {
+            for (n, v) in s.labels.iter() {
+                symbols.insert(n);
+                symbols.insert(v);
+            }
+        }
+        let ulid = Ulid::generate_now().map_err(|source| DbError::Io {
+            op: "read random bytes for a block ID",
+            path: self.dir.clone(),
+            source,
+        })?;
         let mapper = self.head.chunk_mapper();
-        self.head
-            .select(matchers, mint, maxt)
-            .into_iter()
-            .map(move |s| {
-                Ok(SeriesChunks {
-                    chunks: s.chunks(mint, maxt, mapper)?,
-                    tombstones: self.head.tombstones(s.sref),
-                    labels: s.labels.clone(),
-                })
-            })
+        let writer = BlockWriter {
+            segment_size: self.opts.block_segment_size,
+        };
+        let mut source_err: Option<DbError> = None;
+        let res = writer.write_stream(
+            &self.dir,
+            ulid,
+            mint,
+            maxt,
+            Compaction::level1(ulid),
+            symbols,
+            |sink| {
+                for s in &series {
+                    let prepared = match self.block_chunks(s, mint, maxt, mapper) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            source_err = Some(e);
+                            return Err(BlockError::Invalid {
+                                reason: "reading the head failed".into(),
+                            });
+                        }
+                    };
+                    let chunks: Vec<block::ChunkData<'_>> = prepared
+                        .iter()
+                        .map(|(mint, maxt, data)| block::ChunkData {
+                            mint: *mint,
+                            maxt: *maxt,
+                            encoding: Encoding::Xor as u8,
+                            data,
+                        })
+                        .collect();
+                    sink(&s.labels, &chunks)?;
+                }
+                Ok(())
+            },
+        );
+        match (res, source_err) {
+            (_, Some(e)) => Err(e),
+            (Ok(meta), None) => Ok((meta.stats.num_samples > 0).then_some(meta)),
+            (Err(e), None) => Err(e.into()),
+        }
+    }
+
+    /// A head series' chunks for the block `[mint, maxt)`: stored bytes, except chunks that
+    /// reach outside the range or hold deleted samples, which are re-encoded without them.
+    fn block_chunks(
+        &self,
+        s: &crate::tsdb::head::MemSeries,
+        mint: i64,
+        maxt: i64,
+        mapper: &ChunkDiskMapper,
+    ) -> Result<Vec<(i64, i64, ChunkBytes)>, DbError> {
+        let stones = self.head.tombstones(s.sref);
+        let mut out = Vec::new();
+        for c in s.chunks(mint, maxt - 1, mapper)? {
+            let touched = stones.iter().any(|&(a, b)| a <= c.maxt && b >= c.mint);
+            if c.mint >= mint && c.maxt < maxt && !touched {
+                out.push((c.mint, c.maxt, ChunkBytes::Stored(c.data)));
+                continue;
+            }
+            let mut chunk = XorChunk::new();
+            let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+            let mut it = XorIterator::new(&c.data).map_err(|e| DbError::Decode {
+                series: s.labels.to_string(),
+                source: e,
+            })?;
+            for (t, v) in it.by_ref() {
+                if t >= mint && t < maxt && !stones.iter().any(|&(a, b)| t >= a && t <= b) {
+                    chunk.append(t, v);
+                    lo = lo.min(t);
+                    hi = hi.max(t);
+                }
+            }
+            if let Some(e) = it.err() {
+                return Err(DbError::Decode {
+                    series: s.labels.to_string(),
+                    source: e.clone(),
+                });
+            }
+            if chunk.num_samples() > 0 {
+                out.push((lo, hi, ChunkBytes::Encoded(chunk.into_bytes())));
+            }
+        }
+        Ok(out)
     }
 
     /// Flush head chunks and close the WAL (pad, fsync). Appends fail afterwards.

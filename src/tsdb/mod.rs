@@ -19,6 +19,7 @@ pub mod fileutil;
 pub mod head;
 pub mod index;
 pub mod postings;
+pub mod querier;
 pub mod wal;
 
 pub use db::{Db, DbError, OpenReport, Options, ProgressFn, ReplayProgress};

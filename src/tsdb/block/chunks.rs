@@ -15,11 +15,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use memmap2::Mmap;
 
 use super::BlockError;
 use crate::tsdb::encoding::{put_uvarint, Cursor};
 use crate::tsdb::fileutil::fsync_dir;
+use crate::tsdb::head::chunks::MappedChunk;
 use crate::tsdb::index::ChunkMeta;
 
 pub const MAGIC: u32 = 0x85BD_40DD;
@@ -193,7 +196,7 @@ impl ChunkWriter {
 /// The segment files of one block, memory-mapped.
 pub struct ChunkReader {
     dir: PathBuf,
-    files: Vec<(PathBuf, Mmap)>,
+    files: Vec<(PathBuf, Arc<Mmap>)>,
 }
 
 impl std::fmt::Debug for ChunkReader {
@@ -258,7 +261,7 @@ impl ChunkReader {
                     "unknown version",
                 ));
             }
-            files.push((path, map));
+            files.push((path, Arc::new(map)));
         }
         Ok(ChunkReader {
             dir: dir.to_path_buf(),
@@ -319,6 +322,27 @@ impl ChunkReader {
             Some((&enc, data)) => Ok((enc, data)),
             None => Err(bad("empty chunk".into())),
         }
+    }
+
+    /// [`ChunkReader::chunk`], as bytes that keep their file mapped for as long as they live
+    /// (a query may outlive the block's removal from the database).
+    pub fn chunk_shared(&self, cref: u64) -> Result<(u8, MappedChunk), BlockError> {
+        let (enc, data) = self.chunk(cref)?;
+        let seg = (cref >> 32) as usize;
+        let Some((_, map)) = self.files.get(seg) else {
+            return Err(BlockError::corrupt(
+                &self.dir,
+                "chunk reference",
+                cref,
+                "no segment",
+            ));
+        };
+        // `data` borrows from `map`: its offset is the distance between the two pointers.
+        let start = (data.as_ptr() as usize).wrapping_sub(map.as_ptr() as usize);
+        Ok((
+            enc,
+            MappedChunk::new(Arc::clone(map), start, start + data.len()),
+        ))
     }
 }
 

@@ -142,6 +142,9 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<(), BlockError> {
     f.sync_all().map_err(|e| BlockError::io("fsync", path, e))
 }
 
+/// Where [`BlockWriter::write_stream`]'s producer hands each series (labels, chunks).
+pub type SeriesSink<'w> = dyn FnMut(&Labels, &[ChunkData<'_>]) -> Result<(), BlockError> + 'w;
+
 /// One series to write: its labels and its chunks in time order.
 #[derive(Debug, Clone)]
 pub struct NewSeries<'a> {
@@ -175,6 +178,50 @@ impl BlockWriter {
         compaction: Compaction,
         series: &[NewSeries<'_>],
     ) -> Result<BlockMeta, BlockError> {
+        let mut symbols: BTreeSet<&str> = BTreeSet::new();
+        for s in series.iter().filter(|s| !s.chunks.is_empty()) {
+            for (n, v) in s.labels.iter() {
+                symbols.insert(n);
+                symbols.insert(v);
+            }
+        }
+        let mut it = series.iter();
+        self.write_stream(
+            parent,
+            ulid,
+            min_time,
+            max_time,
+            compaction,
+            symbols,
+            |out: &mut SeriesSink<'_>| {
+                for s in it.by_ref() {
+                    out(s.labels, &s.chunks)?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Like [`BlockWriter::write`], for series produced one at a time (memory stays at one
+    /// series' chunks plus the index's postings, whatever the block's size). `symbols` must
+    /// hold every label name and value of the series produced. `produce` calls the sink it is
+    /// given once per series, in strictly ascending label-set order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_stream<F>(
+        &self,
+        parent: &Path,
+        ulid: Ulid,
+        min_time: i64,
+        max_time: i64,
+        compaction: Compaction,
+        symbols: BTreeSet<&str>,
+        produce: F,
+    ) -> Result<BlockMeta, BlockError>
+    where
+        F: FnOnce(
+            &mut dyn FnMut(&Labels, &[ChunkData<'_>]) -> Result<(), BlockError>,
+        ) -> Result<(), BlockError>,
+    {
         let name = ulid.to_string();
         let final_dir = parent.join(&name);
         if final_dir.exists() {
@@ -185,77 +232,76 @@ impl BlockWriter {
             fs::remove_dir_all(&tmp).map_err(|e| BlockError::io("remove", &tmp, e))?;
         }
         fs::create_dir_all(&tmp).map_err(|e| BlockError::io("create", &tmp, e))?;
-        let meta = match self.write_into(&tmp, ulid, min_time, max_time, compaction, series) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                return Err(e);
-            }
-        };
+        let meta =
+            match self.write_into(&tmp, ulid, min_time, max_time, compaction, symbols, produce) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = fs::remove_dir_all(&tmp);
+                    return Err(e);
+                }
+            };
         fs::rename(&tmp, &final_dir).map_err(|e| BlockError::io("rename", &tmp, e))?;
         fsync_dir(parent).map_err(|e| BlockError::io("fsync", parent, e))?;
         Ok(meta)
     }
 
-    fn write_into(
+    #[allow(clippy::too_many_arguments)]
+    fn write_into<F>(
         &self,
         dir: &Path,
         ulid: Ulid,
         min_time: i64,
         max_time: i64,
         compaction: Compaction,
-        series: &[NewSeries<'_>],
-    ) -> Result<BlockMeta, BlockError> {
+        mut symbols: BTreeSet<&str>,
+        produce: F,
+    ) -> Result<BlockMeta, BlockError>
+    where
+        F: FnOnce(
+            &mut dyn FnMut(&Labels, &[ChunkData<'_>]) -> Result<(), BlockError>,
+        ) -> Result<(), BlockError>,
+    {
         if max_time <= min_time {
             return Err(BlockError::Invalid {
                 reason: format!("empty block range [{min_time}, {max_time})"),
             });
         }
+        // Symbols: every name and value, plus "" (as Prometheus's head has).
+        symbols.insert("");
         let mut stats = BlockStats::default();
-        let written: Vec<&NewSeries<'_>> = series.iter().filter(|s| !s.chunks.is_empty()).collect();
-        for s in &written {
-            for c in &s.chunks {
+        let mut cw = ChunkWriter::create(&dir.join(CHUNKS_DIR), self.segment_size)?;
+        let mut iw = IndexWriter::create(&dir.join(INDEX_FILE), symbols)?;
+        // Chunks first, then the series' index entry pointing at them (Prometheus writes both
+        // in one pass the same way).
+        let mut sink = |labels: &Labels, chunks: &[ChunkData<'_>]| -> Result<(), BlockError> {
+            if chunks.is_empty() {
+                return Ok(());
+            }
+            for c in chunks {
                 if c.mint < min_time || c.maxt >= max_time || c.maxt < c.mint {
                     return Err(BlockError::Invalid {
                         reason: format!(
-                            "chunk [{}, {}] of {} outside the block range [{min_time}, {max_time})",
-                            c.mint, c.maxt, s.labels
+                            "chunk [{}, {}] of {labels} outside the block range [{min_time}, {max_time})",
+                            c.mint, c.maxt
                         ),
                     });
                 }
                 stats.num_samples += u64::from(c.num_samples());
             }
-            stats.num_chunks += s.chunks.len() as u64;
-        }
-        stats.num_series = written.len() as u64;
-
-        // 1. chunks
-        let mut cw = ChunkWriter::create(&dir.join(CHUNKS_DIR), self.segment_size)?;
-        let mut metas: Vec<Vec<ChunkMeta>> = Vec::with_capacity(written.len());
-        for s in &written {
-            metas.push(cw.write_chunks(&s.chunks)?);
-        }
-        cw.finish()?;
-
-        // 2. index: symbols are every name and value, plus "" (as Prometheus's head has).
-        let mut symbols: BTreeSet<&str> = BTreeSet::new();
-        symbols.insert("");
-        for s in &written {
-            for (n, v) in s.labels.iter() {
-                symbols.insert(n);
-                symbols.insert(v);
-            }
-        }
-        let mut iw = IndexWriter::create(&dir.join(INDEX_FILE), symbols)?;
-        for (s, m) in written.iter().zip(&metas) {
-            iw.add_series(s.labels, m).map_err(|e| match e {
+            stats.num_chunks += chunks.len() as u64;
+            stats.num_series += 1;
+            let metas = cw.write_chunks(chunks)?;
+            iw.add_series(labels, &metas).map_err(|e| match e {
                 IndexError::Invalid { reason, .. } => BlockError::Invalid { reason },
                 e => BlockError::Index(e),
             })?;
-        }
+            Ok(())
+        };
+        produce(&mut sink)?;
+        cw.finish()?;
         iw.finish()?;
 
-        // 3. meta.json, 4. tombstones, then the directory.
+        // meta.json, tombstones, then the directory.
         let meta = BlockMeta {
             ulid,
             min_time,

@@ -74,6 +74,13 @@ pub struct MappedChunk {
     end: usize,
 }
 
+impl MappedChunk {
+    /// Bytes `start..end` of `map` (out-of-range bounds read as empty, never panic).
+    pub fn new(map: Arc<Mmap>, start: usize, end: usize) -> MappedChunk {
+        MappedChunk { map, start, end }
+    }
+}
+
 impl Deref for MappedChunk {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -115,6 +122,8 @@ struct Writer {
     /// Bytes of the current file already written to it.
     flushed: u64,
     buf: Vec<u8>,
+    /// Newest chunk end time in each file (files without chunks are absent).
+    file_maxt: BTreeMap<u32, i64>,
 }
 
 /// Writes full head chunks and reads them back.
@@ -155,8 +164,9 @@ fn map_file(path: &Path) -> io::Result<Option<Mmap>> {
         return Ok(None);
     }
     // SAFETY: chunk files are only appended to by this process (never through a map) and only
-    // truncated or deleted when no map of them is held (at open, before any map exists).
-    // Readers bounds-check every access against the mapped length.
+    // truncated when no map of them is held (at open, before any map exists); at run time
+    // they are only unlinked, which leaves existing maps valid. Readers bounds-check every
+    // access against the mapped length.
     let m = unsafe { Mmap::map(&f)? };
     Ok(Some(m))
 }
@@ -245,6 +255,7 @@ impl ChunkDiskMapper {
         let files = list_files(dir).map_err(|e| io_err("list", dir, e))?;
         let mut report = ChunkReplayReport::default();
         let mut maps = BTreeMap::new();
+        let mut file_maxt: BTreeMap<u32, i64> = BTreeMap::new();
         let mut cut: Option<(usize, u32, u64, String)> = None;
         for (i, &seq) in files.iter().enumerate() {
             let path = file_name(dir, seq);
@@ -267,6 +278,8 @@ impl ChunkDiskMapper {
                     Ok(Some((mut c, _, _, next))) => {
                         c.cref = ChunkRef::new(seq, off as u32);
                         report.chunks += 1;
+                        let m = file_maxt.entry(seq).or_insert(c.maxt);
+                        *m = (*m).max(c.maxt);
                         on_chunk(c);
                         off = next;
                     }
@@ -316,6 +329,7 @@ impl ChunkDiskMapper {
                 size: 0,
                 flushed: 0,
                 buf: Vec::new(),
+                file_maxt,
             }),
             maps: RwLock::new(maps),
         };
@@ -353,6 +367,9 @@ impl ChunkDiskMapper {
         let crc = crc32c::crc32c(w.buf.get(start..).unwrap_or_default());
         w.buf.extend_from_slice(&crc.to_be_bytes());
         w.size += entry_len;
+        let seq = w.seq;
+        let m = w.file_maxt.entry(seq).or_insert(maxt);
+        *m = (*m).max(maxt);
         if w.buf.len() >= WRITE_BUFFER {
             self.flush_locked(&mut w)?;
         }
@@ -458,6 +475,49 @@ impl ChunkDiskMapper {
                 reason,
             }),
         }
+    }
+
+    /// Delete the oldest files whose chunks all end before `mint` (head truncation: the head no
+    /// longer references them). Only a prefix of the files goes — Prometheus refuses a
+    /// `chunks_head/` with gaps in its numbering — and never the file being written; that one
+    /// is closed when it holds chunks, so the next truncation can remove it. Readers holding a
+    /// chunk keep its map: a deleted file's pages stay valid until the last map is dropped.
+    /// Returns how many files were removed.
+    pub fn truncate(&self, mint: i64) -> Result<usize, ChunkFileError> {
+        let mut w = self.w.lock();
+        if w.file.is_some() && w.size > HEADER_SIZE as u64 {
+            self.flush_locked(&mut w)?;
+            w.file = None;
+        }
+        let current = w.file.is_some().then_some(w.seq);
+        let mut files = list_files(&self.dir).map_err(|source| ChunkFileError::Io {
+            op: "list",
+            path: self.dir.clone(),
+            source,
+        })?;
+        files.retain(|&f| Some(f) != current);
+        let mut removed = 0;
+        for seq in files {
+            if w.file_maxt.get(&seq).is_some_and(|&m| m >= mint) {
+                break;
+            }
+            let path = file_name(&self.dir, seq);
+            self.maps.write().remove(&seq);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ChunkFileError::Io {
+                        op: "remove",
+                        path,
+                        source,
+                    })
+                }
+            }
+            w.file_maxt.remove(&seq);
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// Numbers of the files on disk (for tests and housekeeping).

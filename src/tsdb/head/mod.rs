@@ -245,6 +245,17 @@ pub struct HeadStats {
     pub chunks_created: AtomicU64,
     pub samples_appended: AtomicU64,
     pub chunk_write_errors: AtomicU64,
+    pub series_removed: AtomicU64,
+    pub chunks_removed: AtomicU64,
+    pub truncations: AtomicU64,
+}
+
+/// What [`Head::truncate`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TruncateReport {
+    pub series_removed: u64,
+    pub chunks_removed: u64,
+    pub chunk_files_removed: u64,
 }
 
 /// A closed (full) chunk of a series.
@@ -291,6 +302,9 @@ struct SeriesData {
     /// Newest sample (i64::MIN when the series has none).
     last_t: i64,
     last_v: u64,
+    /// Set (under this lock) when head truncation removed the series from the indexes; an
+    /// append that resolved it earlier sees this after locking and resolves again.
+    removed: bool,
 }
 
 /// One series in the head.
@@ -304,7 +318,7 @@ pub struct MemSeries {
 }
 
 /// Prometheus's `rangeForTimestamp`: end of the block range `t` falls in (Go's truncating `/`).
-fn range_for_timestamp(t: i64, width: i64) -> i64 {
+pub fn range_for_timestamp(t: i64, width: i64) -> i64 {
     (t / width) * width + width
 }
 
@@ -327,6 +341,7 @@ impl SeriesData {
             next_at: i64::MIN,
             last_t: i64::MIN,
             last_v: 0,
+            removed: false,
         }
     }
 
@@ -397,6 +412,22 @@ impl SeriesData {
             maxt: i64::MIN,
         });
         self.next_at = range_for_timestamp(mint, chunk_range);
+    }
+
+    /// Drop every chunk that ends before `mint`; returns how many were dropped.
+    fn truncate_before(&mut self, mint: i64) -> u64 {
+        let before = self.closed.len();
+        self.closed.retain(|c| c.range().1 >= mint);
+        let mut n = (before - self.closed.len()) as u64;
+        if self.head.as_ref().is_some_and(|h| h.maxt < mint) {
+            self.head = None;
+            n += 1;
+        }
+        n
+    }
+
+    fn is_empty(&self) -> bool {
+        self.closed.is_empty() && self.head.is_none()
     }
 
     fn time_range(&self) -> Option<(i64, i64)> {
@@ -629,6 +660,56 @@ impl SeriesTable {
         self.put(hash, series);
     }
 
+    /// Remove series `sref` (whose label hash is `hash`) if present, keeping every probe run
+    /// intact (backward-shift deletion): later slots of the run whose home is not between the
+    /// hole and themselves move back into the hole.
+    fn remove(&mut self, hash: u64, sref: u64) -> bool {
+        let mask = self.slots.len().wrapping_sub(1);
+        let mut i = self.home(hash);
+        loop {
+            let Some(slot) = self.slots.get(i) else {
+                return false;
+            };
+            match &slot.series {
+                None => return false,
+                Some(s) if slot.hash == hash && s.sref == sref => break,
+                Some(_) => i = (i + 1) & mask,
+            }
+        }
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = Slot::default();
+        }
+        self.len -= 1;
+        let mut hole = i;
+        let mut j = (i + 1) & mask;
+        loop {
+            let (h, occupied) = match self.slots.get(j) {
+                Some(s) => (s.hash, s.series.is_some()),
+                None => return true,
+            };
+            if !occupied {
+                return true;
+            }
+            // Distance from the slot's home to `j` and to the hole, around the ring: the slot
+            // may move into the hole only if the hole is not before its home.
+            let home = self.home(h);
+            let to_j = j.wrapping_sub(home) & mask;
+            let to_hole = hole.wrapping_sub(home) & mask;
+            if to_hole <= to_j {
+                let moved = self
+                    .slots
+                    .get_mut(j)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                if let Some(dst) = self.slots.get_mut(hole) {
+                    *dst = moved;
+                }
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+    }
+
     /// Store in the first empty slot of the run (one exists: the table is at most 3/4 full).
     fn put(&mut self, hash: u64, series: Arc<MemSeries>) {
         let mask = self.slots.len().wrapping_sub(1);
@@ -706,6 +787,13 @@ pub struct Head {
     max_time: AtomicI64,
     /// Nothing older than this is accepted (moves up when the head is compacted).
     min_valid_time: AtomicI64,
+    /// Held shared by every append from before it reads the time bounds until it has applied
+    /// its samples; [`Head::raise_min_valid`] takes it exclusively once, so when that returns
+    /// no append that saw the old bound is still running.
+    append_gate: RwLock<()>,
+    /// Series removed by truncation → the WAL segment being written then. A checkpoint keeps
+    /// their Series record while later segments may still hold their samples.
+    deleted: Mutex<U64Map<u64>>,
     chunks: ChunkDiskMapper,
     tombstones: RwLock<U64Map<Vec<(i64, i64)>>>,
     scratch: Mutex<Vec<Scratch>>,
@@ -760,6 +848,8 @@ impl Head {
             min_time: AtomicI64::new(i64::MAX),
             max_time: AtomicI64::new(i64::MIN),
             min_valid_time: AtomicI64::new(i64::MIN),
+            append_gate: RwLock::new(()),
+            deleted: Mutex::new(U64Map::default()),
             chunks,
             tombstones: RwLock::new(U64Map::default()),
             scratch: Mutex::new(Vec::new()),
@@ -1025,7 +1115,18 @@ impl Head {
         batch: &[AppendSeries<'_>],
     ) -> Result<AppendReport, AppendError> {
         let mut sc = self.scratch.lock().pop().unwrap_or_default();
-        let res = self.append_with(wal, batch, &mut sc);
+        let gate = self.append_gate.read();
+        // `None`: a series of the batch was removed by a concurrent truncation before it was
+        // locked; nothing was written, resolve again. This ends: truncation removes only series
+        // created before it started, so the series a retry creates are not removed by it.
+        let res = loop {
+            match self.append_with(wal, batch, &mut sc) {
+                Ok(None) => continue,
+                Ok(Some(r)) => break Ok(r),
+                Err(e) => break Err(e),
+            }
+        };
+        drop(gate);
         sc.resolved.clear();
         sc.cands.clear();
         self.scratch.lock().push(sc);
@@ -1037,7 +1138,7 @@ impl Head {
         wal: &Wal,
         batch: &[AppendSeries<'_>],
         sc: &mut Scratch,
-    ) -> Result<AppendReport, AppendError> {
+    ) -> Result<Option<AppendReport>, AppendError> {
         let mut report = AppendReport::default();
         let max_allowed = now_ms().saturating_add(self.opts.max_future_ms);
         let min_valid = self.min_valid();
@@ -1067,6 +1168,9 @@ impl Head {
         }
         let mut guards: Vec<MutexGuard<'_, SeriesData>> =
             locked.iter().map(|s| s.data.lock()).collect();
+        if guards.iter().any(|g| g.removed) {
+            return Ok(None);
+        }
         let mut pending: Vec<(i64, u64)> = guards
             .iter()
             .map(|g| {
@@ -1120,7 +1224,7 @@ impl Head {
             }
         }
         if sc.wal_samples.is_empty() {
-            return Ok(report);
+            return Ok(Some(report));
         }
 
         // 3. WAL: Series records for series not logged in this epoch, then the samples.
@@ -1176,7 +1280,125 @@ impl Head {
         self.stats
             .samples_appended
             .fetch_add(report.accepted, Ordering::Relaxed);
+        Ok(Some(report))
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // Compaction support
+
+    /// Whether the head spans more than 1.5 block ranges (Prometheus `Head.compactable`).
+    pub fn compactable(&self) -> bool {
+        let (min, max) = (self.min_time(), self.max_time());
+        min != i64::MAX
+            && max != i64::MIN
+            && max.saturating_sub(min) > self.opts.chunk_range / 2 * 3
+    }
+
+    /// Refuse samples older than `t` from now on, and wait until every append that read the
+    /// older bound has finished. Afterwards nothing below `t` can enter the head.
+    pub fn raise_min_valid(&self, t: i64) {
+        self.min_valid_time.fetch_max(t, Ordering::AcqRel);
+        drop(self.append_gate.write());
+    }
+
+    /// The bound set by [`Head::raise_min_valid`] (`i64::MIN` if never raised).
+    pub fn min_valid_time(&self) -> i64 {
+        self.min_valid_time.load(Ordering::Acquire)
+    }
+
+    /// Every series with samples in `[mint, maxt]`, sorted by label set.
+    pub fn series_in_range(&self, mint: i64, maxt: i64) -> Vec<Arc<MemSeries>> {
+        let mut out: Vec<Arc<MemSeries>> = Vec::new();
+        for stripe in self.by_ref.iter() {
+            out.extend(stripe.read().values().cloned());
+        }
+        out.retain(|s| s.time_range().is_some_and(|(a, b)| a <= maxt && b >= mint));
+        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
+    /// Drop everything before `mint` (after it was written to a block): chunks ending before
+    /// it, series left without chunks, and `chunks_head/` files no longer referenced. Raises
+    /// the head's lower bound to `mint` first. `wal_segment` is the WAL segment being written
+    /// (see [`Head::keep_in_checkpoint`]).
+    pub fn truncate(&self, mint: i64, wal_segment: u64) -> Result<TruncateReport, ChunkFileError> {
+        self.raise_min_valid(mint);
+        // Series created from here on are not candidates for removal (see `append`).
+        let ref_limit = self.next_ref.load(Ordering::Acquire);
+        let mut report = TruncateReport::default();
+        // Appends running meanwhile lower this with `fetch_min`; the scan's result joins them.
+        self.min_time.store(i64::MAX, Ordering::Release);
+        let mut new_min = i64::MAX;
+        let mut removed: Vec<Arc<MemSeries>> = Vec::new();
+        for stripe in self.by_ref.iter() {
+            let list: Vec<Arc<MemSeries>> = stripe.read().values().cloned().collect();
+            for s in list {
+                let mut d = s.data.lock();
+                report.chunks_removed += d.truncate_before(mint);
+                if d.is_empty() && s.sref < ref_limit {
+                    d.removed = true;
+                    drop(d);
+                    removed.push(s);
+                } else if let Some((first, _)) = d.time_range() {
+                    new_min = new_min.min(first);
+                }
+            }
+        }
+        self.min_time.fetch_min(new_min, Ordering::AcqRel);
+        if !removed.is_empty() {
+            for s in &removed {
+                let hash = xxhash_rust::xxh64::xxh64(s.labels.encoded().as_bytes(), 0);
+                if let Some(st) = Self::stripe(&self.by_hash, hash) {
+                    st.write().remove(hash, s.sref);
+                }
+                if let Some(st) = Self::stripe(&self.by_ref, s.sref) {
+                    st.write().remove(&s.sref);
+                }
+            }
+            self.postings
+                .write()
+                .delete(removed.iter().map(|s| (s.sref, &s.labels)));
+            let mut deleted = self.deleted.lock();
+            for s in &removed {
+                deleted.insert(s.sref, wal_segment);
+            }
+            report.series_removed = removed.len() as u64;
+            self.stats
+                .series
+                .fetch_sub(report.series_removed, Ordering::Relaxed);
+        }
+        {
+            let mut ts = self.tombstones.write();
+            ts.retain(|sref, ivs| {
+                ivs.retain(|&(_, b)| b >= mint);
+                !ivs.is_empty() && self.series_by_ref(*sref).is_some()
+            });
+        }
+        report.chunk_files_removed = self.chunks.truncate(mint)? as u64;
+        self.stats
+            .series_removed
+            .fetch_add(report.series_removed, Ordering::Relaxed);
+        self.stats
+            .chunks_removed
+            .fetch_add(report.chunks_removed, Ordering::Relaxed);
+        self.stats.truncations.fetch_add(1, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Prometheus's checkpoint `keep` rule: a series' record stays while the head has the
+    /// series, or while WAL segments after the checkpointed ones (`> last`) may hold its samples.
+    pub fn keep_in_checkpoint(&self, sref: u64, last: u64) -> bool {
+        self.series_by_ref(sref).is_some()
+            || self
+                .deleted
+                .lock()
+                .get(&sref)
+                .is_some_and(|&seg| seg > last)
+    }
+
+    /// Forget removed series whose samples can no longer be in a WAL segment (`<= last`).
+    pub fn forget_deleted(&self, last: u64) {
+        self.deleted.lock().retain(|_, seg| *seg > last);
     }
 
     // ------------------------------------------------------------------------------------------
@@ -1196,6 +1418,7 @@ impl Head {
                 st.samples.clear();
                 record::decode_samples(rec, &mut st.samples).map_err(|e| e.to_string())?;
                 let samples = std::mem::take(&mut st.samples);
+                let min_valid = self.min_valid_time();
                 let mut cur: Option<Arc<MemSeries>> = None;
                 let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
                 for s in &samples {
@@ -1208,7 +1431,8 @@ impl Head {
                         continue;
                     };
                     let mut d = series.data.lock();
-                    if s.t <= d.last_t {
+                    // At or before the newest sample (or mapped chunk), or already in a block.
+                    if s.t <= d.last_t || s.t < min_valid {
                         st.samples_skipped += 1;
                         continue;
                     }
@@ -1264,7 +1488,13 @@ impl Head {
         found.sort_by_key(|c| c.mint);
         let mut d = series.data.lock();
         for c in found {
-            if c.encoding != Encoding::Xor as u8 || c.num_samples == 0 || c.mint <= d.last_t {
+            // Chunks wholly in a block already (`maxt` below the head's bound) are not attached;
+            // the next truncation removes their file.
+            if c.encoding != Encoding::Xor as u8
+                || c.num_samples == 0
+                || c.mint <= d.last_t
+                || c.maxt < self.min_valid_time()
+            {
                 continue;
             }
             d.closed.push(ClosedChunk::Mapped {

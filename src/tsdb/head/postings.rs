@@ -44,6 +44,39 @@ impl MemPostings {
         insert_sorted(&mut self.all, sref);
     }
 
+    /// Remove series (head truncation). Each affected list is filtered once, however many of
+    /// its series go; empty lists and names are dropped.
+    pub fn delete<'a>(
+        &mut self,
+        series: impl IntoIterator<Item = (u64, &'a crate::model::Labels)>,
+    ) {
+        let mut gone: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let mut touched: std::collections::HashSet<(&'a str, &'a str)> =
+            std::collections::HashSet::new();
+        for (sref, labels) in series {
+            gone.insert(sref);
+            touched.extend(labels.iter());
+        }
+        if gone.is_empty() {
+            return;
+        }
+        for (n, v) in touched {
+            let Some(values) = self.m.get_mut(n) else {
+                continue;
+            };
+            if let Some(list) = values.get_mut(v) {
+                list.retain(|r| !gone.contains(r));
+                if list.is_empty() {
+                    values.remove(v);
+                }
+            }
+            if values.is_empty() {
+                self.m.remove(n);
+            }
+        }
+        self.all.retain(|r| !gone.contains(r));
+    }
+
     pub fn all(&self) -> &[u64] {
         &self.all
     }

@@ -1,0 +1,344 @@
+//! Head compaction through the public `Db` API: blocks written from the head, the head
+//! truncated, reads merged over blocks and head, restarts, concurrent queries, and a crash at
+//! every step of compaction.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn::model::{MatchType, Matcher};
+use cairn::tsdb::db::FaultFn;
+use cairn::tsdb::wal::{SyncPolicy, WalOptions};
+use cairn::tsdb::{AppendSeries, Db, DbError, Options, Sample};
+use common::dump;
+
+const HOUR: i64 = 3_600_000;
+const STEP: i64 = 60_000;
+
+fn opts() -> Options {
+    Options {
+        block_range_ms: HOUR,
+        wal: WalOptions {
+            sync: SyncPolicy::Never,
+            segment_size: 256 * 1024,
+            ..WalOptions::default()
+        },
+        head_chunk_file_size: 2048,
+        ..Options::default()
+    }
+}
+
+type Expected = BTreeMap<String, Vec<(i64, u64)>>;
+
+/// Data for `series` series from `start` (unaligned on purpose) to `end` every minute, pushed
+/// in time order. Series 0 stops after the first hour, so truncation must remove it from the
+/// head while its data stays readable from the block.
+struct Load {
+    series: usize,
+    start: i64,
+    end: i64,
+}
+
+impl Load {
+    fn new(series: usize) -> Load {
+        let now = cairn::tsdb::head::now_ms();
+        let end = now - STEP;
+        let start = (end - 5 * HOUR) / HOUR * HOUR + 17 * STEP + 123;
+        Load { series, start, end }
+    }
+
+    fn labels(i: usize) -> Vec<(String, String)> {
+        vec![
+            ("__name__".into(), "load".into()),
+            ("i".into(), format!("{i:03}")),
+            ("job".into(), "compaction".into()),
+        ]
+    }
+
+    fn value(i: usize, t: i64) -> f64 {
+        match (t / STEP) % 97 {
+            5 => f64::NAN,
+            6 => f64::INFINITY,
+            _ => (t / STEP) as f64 * 0.5 + i as f64,
+        }
+    }
+
+    fn times(&self) -> impl Iterator<Item = i64> + '_ {
+        (0..)
+            .map(|k| self.start + k * STEP)
+            .take_while(|&t| t <= self.end)
+    }
+
+    fn has(&self, i: usize, t: i64) -> bool {
+        i != 0 || t < self.start + HOUR
+    }
+
+    /// Push everything from `from` (inclusive) to `to` (exclusive); returns what was pushed.
+    fn push(&self, db: &Db, from: i64, to: i64, exp: &mut Expected) {
+        let labels: Vec<Vec<(String, String)>> = (0..self.series).map(Load::labels).collect();
+        let times: Vec<i64> = self.times().filter(|&t| t >= from && t < to).collect();
+        for batch in times.chunks(10) {
+            let samples: Vec<Vec<Sample>> = (0..self.series)
+                .map(|i| {
+                    batch
+                        .iter()
+                        .filter(|&&t| self.has(i, t))
+                        .map(|&t| Sample {
+                            t,
+                            v: Load::value(i, t),
+                        })
+                        .collect()
+                })
+                .collect();
+            let pairs: Vec<Vec<(&str, &str)>> = labels
+                .iter()
+                .map(|l| l.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect())
+                .collect();
+            let req: Vec<AppendSeries<'_>> = pairs
+                .iter()
+                .zip(&samples)
+                .filter(|(_, s)| !s.is_empty())
+                .map(|(l, s)| AppendSeries {
+                    labels: l,
+                    samples: s,
+                })
+                .collect();
+            let r = db.append(&req).unwrap();
+            let n: usize = samples.iter().map(Vec::len).sum();
+            assert_eq!(r.accepted as usize, n, "{r:?}");
+            for (i, s) in samples.iter().enumerate() {
+                let key = format!("{{__name__=\"load\", i=\"{i:03}\", job=\"compaction\"}}");
+                exp.entry(key)
+                    .or_default()
+                    .extend(s.iter().map(|x| (x.t, x.v.to_bits())));
+            }
+        }
+        exp.retain(|_, v| !v.is_empty());
+    }
+}
+
+fn assert_same(db: &Db, exp: &Expected, when: &str) {
+    let got = dump(db);
+    assert_eq!(got.len(), exp.len(), "{when}: series count");
+    for (k, v) in exp {
+        let g = got.get(k).unwrap_or_else(|| panic!("{when}: {k} missing"));
+        assert_eq!(g.len(), v.len(), "{when}: {k} sample count");
+        assert!(g == v, "{when}: {k} samples differ");
+    }
+}
+
+#[test]
+fn compaction_writes_blocks_truncates_the_head_and_reads_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = Load::new(20);
+    let mut exp = Expected::new();
+    {
+        let db = Db::open(dir.path(), opts()).unwrap();
+        load.push(&db, i64::MIN, i64::MAX, &mut exp);
+        // The key format in `push` is the Labels display format.
+        assert_eq!(
+            dump(&db).keys().collect::<Vec<_>>(),
+            exp.keys().collect::<Vec<_>>()
+        );
+        let series_before = db.head().num_series();
+        let files_before = db.head().chunk_mapper().files().len();
+        let r = db.compact().unwrap();
+
+        // The head spanned ~5h: blocks until it spans at most 1.5 ranges.
+        assert!(r.blocks.len() >= 3, "{r:?}");
+        let first = &r.blocks[0];
+        assert_eq!(
+            first.min_time, load.start,
+            "the first block starts at the head's first sample"
+        );
+        for (k, b) in r.blocks.iter().enumerate() {
+            assert_eq!(b.max_time % HOUR, 0, "block end aligned");
+            if k > 0 {
+                // As Prometheus: a block starts at the head's first sample, which after a
+                // truncation is the first sample at or after the previous block's end.
+                let prev = r.blocks[k - 1].max_time;
+                let first_sample = exp
+                    .values()
+                    .filter_map(|v| v.iter().map(|x| x.0).find(|&t| t >= prev))
+                    .min()
+                    .unwrap();
+                assert_eq!(b.min_time, first_sample, "block {k} start");
+            }
+            let expected_samples: usize = exp
+                .values()
+                .map(|v| {
+                    v.iter()
+                        .filter(|(t, _)| *t >= b.min_time && *t < b.max_time)
+                        .count()
+                })
+                .sum();
+            assert_eq!(
+                b.stats.num_samples as usize, expected_samples,
+                "block {k} samples"
+            );
+            assert!(dir.path().join(b.ulid.to_string()).join("index").exists());
+        }
+        let last_end = r.blocks.last().unwrap().max_time;
+        assert!(db.head().min_time() >= last_end);
+        assert!(db.head().max_time() - db.head().min_time() <= HOUR / 2 * 3);
+        // Series 0 had data only in the first hour: gone from the head, still readable.
+        assert_eq!(r.series_removed, 1);
+        assert_eq!(db.head().num_series(), series_before - 1);
+        assert!(r.chunks_removed > 0);
+        assert!(
+            db.head().chunk_mapper().files().len() < files_before,
+            "chunks_head files of the compacted range are deleted"
+        );
+        assert_same(&db, &exp, "after compaction");
+        assert_eq!(db.blocks().blocks.len(), r.blocks.len());
+
+        // Nothing can enter a compacted range any more.
+        let l = Load::labels(1);
+        let pairs: Vec<(&str, &str)> = l.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let rep = db
+            .append(&[AppendSeries {
+                labels: &pairs,
+                samples: &[Sample {
+                    t: last_end - 1,
+                    v: 1.0,
+                }],
+            }])
+            .unwrap();
+        assert_eq!(rep.rejected.out_of_bounds, 1);
+        // A second call has nothing to do.
+        assert!(db.compact().unwrap().blocks.is_empty());
+    }
+    // Restart: blocks opened, the WAL's copy of their samples skipped, nothing doubled.
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert!(db.open_report().blocks >= 3);
+    assert_same(&db, &exp, "after restart");
+    // Ranged reads cut at block boundaries see each sample once.
+    let m = Matcher::new(MatchType::Equal, "job", "compaction").unwrap();
+    let mid = db.blocks().blocks[1].meta().min_time;
+    let got: usize = db
+        .select(&[m], mid - 10 * STEP, mid + 10 * STEP)
+        .unwrap()
+        .iter()
+        .map(|s| s.samples(mid - 10 * STEP, mid + 10 * STEP).unwrap().len())
+        .sum();
+    let want: usize = exp
+        .values()
+        .map(|v| {
+            v.iter()
+                .filter(|(t, _)| (mid - 10 * STEP..=mid + 10 * STEP).contains(t))
+                .count()
+        })
+        .sum();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn compaction_waits_for_queries_that_started_before_the_block_was_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = Load::new(5);
+    let mut exp = Expected::new();
+    let db = Arc::new(Db::open(dir.path(), opts()).unwrap());
+    load.push(&db, i64::MIN, i64::MAX, &mut exp);
+    let m = Matcher::new(MatchType::Equal, "job", "compaction").unwrap();
+    let mut it = db.select_iter(std::slice::from_ref(&m), i64::MIN, i64::MAX);
+    let first = it.next().unwrap().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let t = {
+        let (db, done) = (Arc::clone(&db), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let r = db.compact().unwrap();
+            done.store(true, Ordering::SeqCst);
+            r
+        })
+    };
+    // The block gets written and published, then compaction waits for this query.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.blocks().blocks.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no block published");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "compaction truncated the head under a running query"
+    );
+    // The old query still reads everything from the head.
+    let mut got = vec![first];
+    got.extend(it.map(Result::unwrap));
+    let n: usize = got
+        .iter()
+        .map(|s| s.samples(i64::MIN, i64::MAX).unwrap().len())
+        .sum();
+    assert_eq!(n, exp.values().map(Vec::len).sum::<usize>());
+    let r = t.join().unwrap();
+    assert!(done.load(Ordering::SeqCst));
+    assert!(!r.blocks.is_empty());
+    assert_same(&db, &exp, "after compaction");
+}
+
+#[test]
+fn a_crash_at_any_compaction_step_loses_and_doubles_nothing() {
+    let steps = [
+        "raise-min-valid",
+        "write-block",
+        "publish-block",
+        "truncate-head",
+    ];
+    for step in steps {
+        let dir = tempfile::tempdir().unwrap();
+        let load = Load::new(8);
+        let mut exp = Expected::new();
+        let fire = Arc::new(AtomicBool::new(true));
+        let mut o = opts();
+        {
+            let fire = Arc::clone(&fire);
+            // Fail at the step the second time it is reached, so one block is complete.
+            let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            o.fault = Some(FaultFn(Arc::new(move |s: &str| {
+                s == step && fire.load(Ordering::SeqCst) && seen.fetch_add(1, Ordering::SeqCst) == 1
+            })));
+        }
+        {
+            let db = Db::open(dir.path(), o).unwrap();
+            load.push(&db, i64::MIN, load.end - HOUR, &mut exp);
+            match db.compact() {
+                Err(DbError::Injected(s)) => assert_eq!(s, step),
+                other => panic!("{step}: expected the injected fault, got {other:?}"),
+            }
+            assert_same(&db, &exp, &format!("{step}: same process after the fault"));
+            // A crash: no close (the WAL was written with sync=never; the OS keeps it).
+            std::mem::forget(db);
+        }
+        // The lock is held by the forgotten Db's file descriptor in this process; a real crash
+        // releases it. Remove it as the kernel would.
+        let _ = std::fs::remove_file(dir.path().join("lock"));
+        let db = Db::open(dir.path(), opts()).unwrap();
+        assert_same(&db, &exp, &format!("{step}: after restart"));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{step}: {leftovers:?}");
+        // Compaction completes from here, and the rest of the data goes in.
+        db.compact().unwrap();
+        load.push(&db, load.end - HOUR, i64::MAX, &mut exp);
+        db.compact().unwrap();
+        assert_same(&db, &exp, &format!("{step}: after a clean compaction"));
+        drop(db);
+        let db = Db::open(dir.path(), opts()).unwrap();
+        assert_same(&db, &exp, &format!("{step}: after a second restart"));
+        // Blocks never overlap.
+        let set = db.blocks();
+        for w in set.blocks.windows(2) {
+            assert!(
+                w[0].meta().max_time <= w[1].meta().min_time,
+                "{step}: overlapping blocks"
+            );
+        }
+    }
+}
