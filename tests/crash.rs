@@ -4,6 +4,9 @@
 //! and that what survived is a gap-free prefix of what was written. Then the next child goes on
 //! from there, on the same directory.
 //!
+//! The child also runs head compaction in a loop, with a 10 s block range (10 batches), so
+//! kills land in every step of block writing, head truncation and WAL checkpointing too.
+//!
 //! `CAIRN_CRASH_ITERATIONS` (default 30) sets the number of kills; `CAIRN_CRASH_SEED` replays a
 //! run. The child is this same test binary, re-run with `CAIRN_CRASH_CHILD_DIR` set.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -33,6 +36,7 @@ fn options() -> Options {
             ..WalOptions::default()
         },
         head_chunk_file_size: 64 * 1024,
+        block_range_ms: 10 * STEP_MS,
         ..Options::default()
     }
 }
@@ -48,7 +52,16 @@ fn batch(k: i64, t0: i64) -> Vec<(usize, Vec<Sample>)> {
 fn child(dir: &Path) {
     let start: i64 = std::env::var("CAIRN_CRASH_START").unwrap().parse().unwrap();
     let t0: i64 = std::env::var("CAIRN_CRASH_T0").unwrap().parse().unwrap();
-    let db = Db::open(dir, options()).unwrap();
+    let db = Arc::new(Db::open(dir, options()).unwrap());
+    {
+        let db = Arc::clone(&db);
+        std::thread::spawn(move || loop {
+            if let Err(e) = db.compact() {
+                eprintln!("CAIRN-COMPACT-ERROR {e}");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        });
+    }
     let mut out = std::io::stdout().lock();
     // The test harness may have left a partial line on stdout: markers are found anywhere in a line.
     writeln!(out, "\nCAIRN-READY").unwrap();
@@ -148,6 +161,11 @@ fn sigkill_at_random_points_loses_nothing_acknowledged() {
         child.wait().unwrap();
         reader.join().unwrap();
         let acked = last_ack.load(Ordering::SeqCst);
+        let log = std::fs::read_to_string(&child_log).unwrap_or_default();
+        assert!(
+            !log.contains("CAIRN-COMPACT-ERROR"),
+            "iteration {it}: compaction failed in the child:\n{log}"
+        );
 
         // Reopen: no manual step, every acknowledged batch present, a gap-free prefix.
         let db = Db::open(dir.path(), options()).unwrap();
@@ -193,9 +211,14 @@ fn sigkill_at_random_points_loses_nothing_acknowledged() {
         db.close().unwrap();
         drop(db);
     }
+    let blocks = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("meta.json").exists())
+        .count();
     eprintln!(
-        "crash test: {iterations} kills, {} batches of {SERIES} samples survived",
+        "crash test: {iterations} kills, {} batches of {SERIES} samples survived, {blocks} blocks",
         next
     );
+    assert!(blocks > 0, "the children's compactions must have written blocks");
     assert!(total_acked > 0, "children must have acknowledged something");
 }
