@@ -219,6 +219,9 @@ fn sigkill_at_random_points_loses_nothing_acknowledged() {
         "crash test: {iterations} kills, {} batches of {SERIES} samples survived, {blocks} blocks",
         next
     );
-    assert!(blocks > 0, "the children's compactions must have written blocks");
+    assert!(
+        blocks > 0,
+        "the children's compactions must have written blocks"
+    );
     assert!(total_acked > 0, "children must have acknowledged something");
 }

@@ -560,7 +560,8 @@ impl Hasher for U64Hasher {
     }
 }
 
-pub type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
+pub type U64BuildHasher = BuildHasherDefault<U64Hasher>;
+pub type U64Map<V> = HashMap<u64, V, U64BuildHasher>;
 /// One stripe of the by-hash series index.
 type HashStripe = RwLock<SeriesTable>;
 

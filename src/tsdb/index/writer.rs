@@ -25,6 +25,10 @@ pub struct IndexWriter {
     toc: Toc,
     /// Every symbol, ascending (ref = position).
     symbols: Vec<Box<str>>,
+    /// xxh64 of a symbol → its ref (the first symbol with that hash; a lookup checks the
+    /// string and falls back to binary search on a collision). Binary search alone was ~40%
+    /// of compacting 1M series.
+    by_hash: std::collections::HashMap<u64, u32, crate::tsdb::head::U64BuildHasher>,
     /// (name ref, value ref) → series IDs ascending; BTreeMap order = (name, value) order
     /// because refs follow string order.
     postings: BTreeMap<(u32, u32), Vec<u32>>,
@@ -64,7 +68,17 @@ impl IndexWriter {
                 path: path.to_path_buf(),
                 source,
             })?;
+        let mut by_hash = std::collections::HashMap::with_capacity_and_hasher(
+            symbols.len(),
+            crate::tsdb::head::U64BuildHasher::default(),
+        );
+        for (i, sym) in symbols.iter().enumerate() {
+            by_hash
+                .entry(xxhash_rust::xxh64::xxh64(sym.as_bytes(), 0))
+                .or_insert(i as u32);
+        }
         let mut w = IndexWriter {
+            by_hash,
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(WRITE_BUFFER, file),
             pos: 0,
@@ -154,6 +168,14 @@ impl IndexWriter {
     }
 
     fn symbol_ref(&self, s: &str) -> Result<u32, IndexError> {
+        if let Some(&i) = self
+            .by_hash
+            .get(&xxhash_rust::xxh64::xxh64(s.as_bytes(), 0))
+        {
+            if self.symbols.get(i as usize).is_some_and(|x| **x == *s) {
+                return Ok(i);
+            }
+        }
         match self.symbols.binary_search_by(|x| (**x).cmp(s)) {
             Ok(i) => Ok(i as u32),
             Err(_) => Err(self.invalid(format!("symbol {s:?} is not in the symbol table"))),
