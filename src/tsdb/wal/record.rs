@@ -76,12 +76,28 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 pub fn encode_series<'a>(out: &mut Vec<u8>, series: impl IntoIterator<Item = (u64, &'a Labels)>) {
     out.push(SERIES);
     for (sref, labels) in series {
-        out.extend_from_slice(&sref.to_be_bytes());
-        put_uvarint(out, labels.len() as u64);
-        for (n, v) in labels.iter() {
-            put_str(out, n);
-            put_str(out, v);
-        }
+        put_series_entry(out, sref, labels.len(), labels.iter());
+    }
+}
+
+/// Append one series (ref and label pairs sorted by name, as [`decode_series`] hands them out)
+/// to a Series record whose type byte is already in `out`. Lets a filter re-encode the series
+/// it keeps without building [`Labels`].
+pub fn encode_series_entry(out: &mut Vec<u8>, sref: u64, labels: &[(&str, &str)]) {
+    put_series_entry(out, sref, labels.len(), labels.iter().copied());
+}
+
+fn put_series_entry<'a>(
+    out: &mut Vec<u8>,
+    sref: u64,
+    n: usize,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+) {
+    out.extend_from_slice(&sref.to_be_bytes());
+    put_uvarint(out, n as u64);
+    for (name, value) in labels {
+        put_str(out, name);
+        put_str(out, value);
     }
 }
 
@@ -268,6 +284,18 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got, vec![(7, a)]);
+    }
+
+    #[test]
+    fn a_series_entry_encodes_exactly_as_encode_series() {
+        let a = Labels::from_pairs([("__name__", "up"), ("job", "x")]);
+        let b = Labels::from_pairs([("a", "1")]);
+        let mut want = Vec::new();
+        encode_series(&mut want, [(7u64, &a), (9u64, &b)]);
+        let mut got = vec![SERIES];
+        encode_series_entry(&mut got, 7, &[("__name__", "up"), ("job", "x")]);
+        encode_series_entry(&mut got, 9, &[("a", "1")]);
+        assert_eq!(got, want);
     }
 
     #[test]
