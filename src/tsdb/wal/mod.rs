@@ -18,6 +18,7 @@
 //!   record starts and deletes every later segment (causality: later records may depend on the
 //!   lost one), exactly Prometheus's `WL.Repair` semantics, then counts the repair.
 
+pub mod checkpoint;
 pub mod fs;
 pub mod record;
 pub mod segment;
@@ -124,6 +125,15 @@ impl WalError {
             op,
             path: path.to_path_buf(),
             source,
+        }
+    }
+
+    /// The damaged record behind this error, when it is one cairn refuses to repair: inside a
+    /// checkpoint, or in a segment a checkpoint was reading.
+    pub fn corruption(&self) -> Option<&checkpoint::Corruption> {
+        match self {
+            WalError::Io { source, .. } => source.get_ref()?.downcast_ref(),
+            _ => None,
         }
     }
 }
@@ -497,14 +507,11 @@ impl Shared {
         }
         w.out.clear();
         for rec in records {
-            let mut compressed_len = None;
-            if self.opts.compress && rec.len() > 64 {
-                w.compressed
-                    .resize(snap::raw::max_compress_len(rec.len()), 0);
-                if let Ok(n) = w.encoder.compress(rec, &mut w.compressed) {
-                    compressed_len = Some(n).filter(|&n| n < rec.len());
-                }
-            }
+            let compressed_len = if self.opts.compress {
+                compress_record(&mut w.encoder, rec, &mut w.compressed)
+            } else {
+                None
+            };
             if w.framer
                 .needs_new_segment(compressed_len.unwrap_or(rec.len()))
             {
@@ -662,6 +669,21 @@ impl Shared {
             let _ = self.sync_to(lsn, self.epoch.load(Ordering::Acquire));
         }
     }
+}
+
+/// Snappy-compress `rec` into `buf` when compression is worth trying (more than 64 bytes) and
+/// makes it smaller; returns the compressed length. Shared by the writer and checkpoints, so
+/// both lay out the same bytes.
+pub(crate) fn compress_record(
+    encoder: &mut snap::raw::Encoder,
+    rec: &[u8],
+    buf: &mut Vec<u8>,
+) -> Option<usize> {
+    if rec.len() <= 64 {
+        return None;
+    }
+    buf.resize(snap::raw::max_compress_len(rec.len()), 0);
+    encoder.compress(rec, buf).ok().filter(|&n| n < rec.len())
 }
 
 /// Replay every segment in order; on the first torn or corrupt record, repair and stop.
