@@ -314,6 +314,38 @@ fn checkpoint_segments(dir: &Path) -> Result<Vec<PathBuf>, WalError> {
     Ok(segs.into_iter().map(|s| segment_name(dir, s)).collect())
 }
 
+/// Replay every record of the checkpoint in `dir` into `on_record`; returns (records, bytes).
+/// Any damage, and any record the handler refuses, is an error naming the checkpoint.
+pub(crate) fn replay_checkpoint(
+    dir: &Path,
+    mut on_record: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(u64, u64), WalError> {
+    let (mut records, mut bytes) = (0u64, 0u64);
+    for path in checkpoint_segments(dir)? {
+        let res = for_each_record(&path, |rec| {
+            records += 1;
+            bytes += rec.len() as u64;
+            on_record(rec)
+        });
+        let (offset, reason) = match res {
+            Ok(()) => continue,
+            Err(ReadStop::Io(e)) => return Err(WalError::io("read checkpoint", &path, e)),
+            Err(ReadStop::Damaged { offset, reason }) => (offset, reason),
+            Err(ReadStop::Handler { offset, error }) => {
+                (offset, format!("replay refused the record: {error}"))
+            }
+        };
+        return Err(Corruption {
+            checkpoint: Some(dir.to_path_buf()),
+            path,
+            offset,
+            reason,
+        }
+        .into_wal_error("replay checkpoint", dir));
+    }
+    Ok((records, bytes))
+}
+
 /// Build `checkpoint.{to}` from the last checkpoint and WAL segments `from..=to` of `wal_dir`
 /// (upstream `wlog.Checkpoint(w, from, to, keep, mint)`), writing 128 MiB segments like upstream.
 /// See the module docs for what is kept and the atomic steps.

@@ -1,8 +1,10 @@
-//! Write-ahead log in Prometheus's `wlog` format: `wal/00000000`, `wal/00000001`, …
+//! Write-ahead log in Prometheus's `wlog` format: `wal/00000000`, `wal/00000001`, …, and
+//! checkpoints `wal/checkpoint.NNNNNNNN/` that stand for every segment up to `NNNNNNNN`.
 //!
 //! Two layers (as in Prometheus): [`segment`] frames opaque records into 32 KiB pages with
 //! CRC32C; [`record`] encodes series, samples and tombstones. This module owns the files:
-//! rotation, the sync policy, group commit, poisoning, replay and repair.
+//! rotation, the sync policy, group commit, poisoning, replay, repair and truncation;
+//! [`checkpoint`] condenses old segments so they can be truncated.
 //!
 //! # Invariants
 //! - A record is acknowledged (the `log*` call returns `Ok`) only after its bytes were written
@@ -17,6 +19,24 @@
 //! - Replay stops at the first torn or corrupt record; repair truncates that segment where the
 //!   record starts and deletes every later segment (causality: later records may depend on the
 //!   lost one), exactly Prometheus's `WL.Repair` semantics, then counts the repair.
+//!
+//! # Checkpoints and replay order
+//! `Wal::open` first removes leftovers (`checkpoint.N.tmp`, `*.tmp-for-deletion`), then:
+//! 1. replays every record of the newest complete checkpoint `checkpoint.N` (its files in
+//!    order), as one progress step. A torn or corrupt record there is **not** repaired: the
+//!    checkpoint was written atomically, so damage is disk corruption, and dropping the rest
+//!    would silently lose series. Open fails with an error naming the checkpoint, the file and
+//!    the offset ([`WalError::corruption`]), and deletes nothing;
+//! 2. deletes segments ≤ N and older checkpoints: garbage from a crash between checkpoint,
+//!    truncation and checkpoint deletion, which the checkpoint fully covers;
+//! 3. replays segments N+1, N+2, … with the gap check and repair above. As in Prometheus
+//!    (`Head.Init` opens each segment from N+1 to the last and fails on a missing one), the
+//!    first segment after `checkpoint.N` must be N+1: a later one means segments were lost, and
+//!    open fails with [`WalError::Gap`]. No segment after the checkpoint at all is fine;
+//! 4. writes on in a fresh segment after both the last segment and N.
+//!
+//! [`Wal::truncate`] deletes segments below an index (never the one being written, never
+//! leaving a gap after the last checkpoint). The caller's sequence is in [`checkpoint`]'s docs.
 
 pub mod checkpoint;
 pub mod fs;
@@ -136,6 +156,10 @@ impl WalError {
             _ => None,
         }
     }
+
+    fn refused(op: &'static str, path: &Path, why: String) -> WalError {
+        WalError::io(op, path, io::Error::new(io::ErrorKind::InvalidInput, why))
+    }
 }
 
 /// Upper bounds (seconds) of the fsync-duration histogram in [`WalStats::fsync_buckets`]; the
@@ -157,6 +181,18 @@ pub struct WalStats {
     pub bytes_written: AtomicU64,
     pub corruptions_repaired: AtomicU64,
     pub segment: AtomicU64,
+    /// [`Wal::truncate`] calls (`prometheus_tsdb_wal_truncations_total`).
+    pub truncations: AtomicU64,
+    /// … of which failed (`prometheus_tsdb_wal_truncations_failed_total`).
+    pub truncations_failed: AtomicU64,
+    /// [`Wal::checkpoint`] calls (`prometheus_tsdb_checkpoint_creations_total`).
+    pub checkpoint_creations: AtomicU64,
+    /// … of which failed (`prometheus_tsdb_checkpoint_creations_failed_total`).
+    pub checkpoint_creations_failed: AtomicU64,
+    /// [`Wal::delete_checkpoints`] calls (`prometheus_tsdb_checkpoint_deletions_total`).
+    pub checkpoint_deletions: AtomicU64,
+    /// … of which failed (`prometheus_tsdb_checkpoint_deletions_failed_total`).
+    pub checkpoint_deletions_failed: AtomicU64,
 }
 
 impl WalStats {
@@ -175,9 +211,17 @@ impl WalStats {
 /// What replay found.
 #[derive(Debug, Default, Clone)]
 pub struct ReplayReport {
+    /// The checkpoint replayed first (its index: it covers segments up to this one).
+    pub checkpoint: Option<u64>,
+    /// WAL segments replayed (the checkpoint's files not included).
     pub segments: u64,
+    /// Records replayed, the checkpoint's included.
     pub records: u64,
+    /// Bytes of those records (after decompression).
     pub bytes: u64,
+    /// Segments the checkpoint covers, plus older checkpoints, found next to it (left by a
+    /// crash between checkpointing, truncation and checkpoint deletion) and deleted by this open.
+    pub obsolete_removed: u64,
     /// Set when a torn or corrupt record was found and repaired.
     pub repaired: Option<Repair>,
 }
@@ -227,6 +271,8 @@ struct Shared {
     stop: Mutex<bool>,
     stop_cv: Condvar,
     poisoned: AtomicBool,
+    /// Serialises checkpoint, truncate and delete_checkpoints; taken before `w`, never under it.
+    maint: Mutex<()>,
 }
 
 /// The write-ahead log. Cheap to share (`&Wal` is `Sync`).
@@ -284,7 +330,13 @@ impl Wal {
             .map_err(|e| WalError::io("clean leftovers", dir, e))?;
         let report = replay_and_repair(dir, on_record, on_segment)?;
         let segs = list_segments(dir).map_err(|e| WalError::io("list segments", dir, e))?;
-        let next = segs.last().map_or(0, |&i| i + 1);
+        // After the last segment, and after the checkpoint even when no segment follows it
+        // (otherwise the next replay would take the new segments for covered ones).
+        let next = segs
+            .last()
+            .map(|&i| i + 1)
+            .max(report.checkpoint.map(|c| c + 1))
+            .unwrap_or(0);
         let path = segment_name(dir, next);
         let file = fs
             .create_segment(&path)
@@ -320,6 +372,7 @@ impl Wal {
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             poisoned: AtomicBool::new(false),
+            maint: Mutex::new(()),
         });
         let syncer = match shared.opts.sync {
             SyncPolicy::Interval(every) => {
@@ -361,6 +414,113 @@ impl Wal {
 
     pub fn is_poisoned(&self) -> bool {
         self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// The first and the last segment index on disk; the last is the one being written.
+    pub fn segment_range(&self) -> io::Result<(u64, u64)> {
+        let current = self.shared.w.lock().seg_index;
+        let segs = list_segments(&self.shared.dir)?;
+        let first = segs.first().map_or(current, |&f| f.min(current));
+        Ok((first, current))
+    }
+
+    /// Delete the segments with an index below `before`, oldest first, never the segment being
+    /// written; fsync the directory. Returns how many were deleted. The caller must have
+    /// checkpointed what it still needs from them (see [`checkpoint`]). With a checkpoint
+    /// `checkpoint.N` on disk, a `before` past `N + 1` that would delete segments after the
+    /// checkpoint is refused ([`WalError::Gap`]): keeping later segments would leave a gap no
+    /// replay can cross.
+    pub fn truncate(&self, before: u64) -> Result<u64, WalError> {
+        let sh = &self.shared;
+        let _maint = sh.maint.lock();
+        sh.stats.truncations.fetch_add(1, Ordering::Relaxed);
+        let res = self.truncate_locked(before);
+        if res.is_err() {
+            sh.stats.truncations_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        res
+    }
+
+    fn truncate_locked(&self, before: u64) -> Result<u64, WalError> {
+        let sh = &self.shared;
+        let dir = &sh.dir;
+        let current = sh.w.lock().seg_index;
+        let limit = before.min(current);
+        let segs = list_segments(dir).map_err(|e| WalError::io("list segments", dir, e))?;
+        if let Some((cp, path)) = checkpoint::last_checkpoint(dir)
+            .map_err(|e| WalError::io("list checkpoints", dir, e))?
+        {
+            if limit > cp + 1 && segs.iter().any(|&s| s > cp && s < limit) {
+                return Err(WalError::Gap(format!(
+                    "truncating below segment {limit:08} would delete segments after {}                      (which covers up to {cp:08}) and leave a gap",
+                    path.display()
+                )));
+            }
+        }
+        let mut deleted = 0u64;
+        for s in segs.into_iter().filter(|&s| s < limit) {
+            let p = segment_name(dir, s);
+            std::fs::remove_file(&p).map_err(|e| WalError::io("delete segment", &p, e))?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            sh.fs
+                .sync_dir(dir)
+                .map_err(|e| WalError::io("fsync dir", dir, e))?;
+        }
+        Ok(deleted)
+    }
+
+    /// [`checkpoint::checkpoint_with`] on this WAL, with its compression, segment size and file
+    /// seam; counted in [`WalStats`]. Refuses a `to` at or past the segment being written: the
+    /// next open deletes every segment the checkpoint covers.
+    pub fn checkpoint(
+        &self,
+        from: u64,
+        to: u64,
+        keep: impl Fn(u64) -> bool,
+        mint: i64,
+    ) -> Result<checkpoint::CheckpointStats, WalError> {
+        let sh = &self.shared;
+        let _maint = sh.maint.lock();
+        sh.stats
+            .checkpoint_creations
+            .fetch_add(1, Ordering::Relaxed);
+        let current = sh.w.lock().seg_index;
+        let res = if to >= current {
+            Err(WalError::refused(
+                "checkpoint",
+                &sh.dir,
+                format!("segment {to:08} is not closed: {current:08} is being written"),
+            ))
+        } else {
+            let opts = checkpoint::CheckpointOptions {
+                compress: sh.opts.compress,
+                segment_size: sh.opts.segment_size,
+            };
+            checkpoint::checkpoint_with(&sh.dir, from, to, keep, mint, opts, sh.fs.as_ref())
+        };
+        if res.is_err() {
+            sh.stats
+                .checkpoint_creations_failed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        res
+    }
+
+    /// [`checkpoint::delete_checkpoints`] on this WAL, counted in [`WalStats`].
+    pub fn delete_checkpoints(&self, below: u64) -> Result<usize, WalError> {
+        let sh = &self.shared;
+        let _maint = sh.maint.lock();
+        sh.stats
+            .checkpoint_deletions
+            .fetch_add(1, Ordering::Relaxed);
+        checkpoint::delete_checkpoints(&sh.dir, below).map_err(|e| {
+            sh.stats
+                .checkpoint_deletions_failed
+                .fetch_add(1, Ordering::Relaxed);
+            WalError::io("delete checkpoints", &sh.dir, e)
+        })
     }
 
     /// Write `records` (in order, to one segment each) and make them as durable as the sync
@@ -686,13 +846,20 @@ pub(crate) fn compress_record(
     encoder.compress(rec, buf).ok().filter(|&n| n < rec.len())
 }
 
-/// Replay every segment in order; on the first torn or corrupt record, repair and stop.
+/// Replay the last checkpoint, then every later segment in order; on the first torn or corrupt
+/// record in a segment, repair and stop. Damage in the checkpoint is an error.
 fn replay_and_repair(
     dir: &Path,
     mut on_record: impl FnMut(&[u8]) -> ReplayResult,
     mut on_segment: impl FnMut(u64, u64),
 ) -> Result<ReplayReport, WalError> {
-    let segs = list_segments(dir).map_err(|e| WalError::io("list segments", dir, e))?;
+    let base =
+        checkpoint::last_checkpoint(dir).map_err(|e| WalError::io("list checkpoints", dir, e))?;
+    let all = list_segments(dir).map_err(|e| WalError::io("list segments", dir, e))?;
+    // Segments the checkpoint covers are garbage from a crash before truncation.
+    let (covered, segs): (Vec<u64>, Vec<u64>) = all
+        .into_iter()
+        .partition(|&s| base.as_ref().is_some_and(|(cp, _)| s <= *cp));
     for pair in segs.windows(2) {
         if let [a, b] = pair {
             if b != &(a + 1) {
@@ -703,7 +870,33 @@ fn replay_and_repair(
             }
         }
     }
+    if let (Some((cp, path)), Some(&first)) = (&base, segs.first()) {
+        // Upstream replays segments cp+1..=last and fails to open a missing one; so does cairn.
+        if first != cp + 1 {
+            return Err(WalError::Gap(format!(
+                "{} covers segments up to {cp:08}, but the next segment is {first:08}: \
+                 segments {:08}..{:08} are missing; restore them, or move {first:08} and \
+                 later away to start",
+                path.display(),
+                cp + 1,
+                first - 1,
+            )));
+        }
+    }
     let mut report = ReplayReport::default();
+    let total = segs.len() as u64 + u64::from(base.is_some());
+    let mut done = 0u64;
+    if let Some((cp, path)) = &base {
+        let (records, bytes) = checkpoint::replay_checkpoint(path, &mut on_record)?;
+        report.checkpoint = Some(*cp);
+        report.records += records;
+        report.bytes += bytes;
+        done += 1;
+        on_segment(done, total);
+        // Only now that the checkpoint read back whole: while it might be damaged, the old
+        // segments may be what an operator recovers from.
+        report.obsolete_removed = remove_obsolete(dir, &covered, *cp)?;
+    }
     for (i, &seg) in segs.iter().enumerate() {
         let path = segment_name(dir, seg);
         let file = File::open(&path).map_err(|e| WalError::io("open segment", &path, e))?;
@@ -731,13 +924,30 @@ fn replay_and_repair(
                 Err(e) => break Some(e),
             }
         };
-        on_segment(i as u64 + 1, segs.len() as u64);
+        done += 1;
+        on_segment(done, total);
         let Some(err) = failure else { continue };
         let later = segs.get(i + 1..).unwrap_or_default();
         report.repaired = Some(repair(dir, seg, later, &err)?);
         break;
     }
     Ok(report)
+}
+
+/// Delete the `covered` segments and every checkpoint older than `cp`; returns how many.
+fn remove_obsolete(dir: &Path, covered: &[u64], cp: u64) -> Result<u64, WalError> {
+    let mut removed = 0u64;
+    for &s in covered {
+        let p = segment_name(dir, s);
+        std::fs::remove_file(&p).map_err(|e| WalError::io("delete covered segment", &p, e))?;
+        removed += 1;
+    }
+    if removed > 0 {
+        crate::tsdb::fileutil::fsync_dir(dir).map_err(|e| WalError::io("fsync dir", dir, e))?;
+    }
+    let old = checkpoint::delete_checkpoints(dir, cp)
+        .map_err(|e| WalError::io("delete old checkpoints", dir, e))?;
+    Ok(removed + old as u64)
 }
 
 /// Truncate `seg` where the damaged record starts and delete every later segment.
