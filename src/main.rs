@@ -68,6 +68,12 @@ fn log_open(path: &str, db: &Db) {
             err = rep.error
         );
     }
+    if r.unknown_refs > 0 {
+        log_warn!(
+            "WAL samples of series with no series record were dropped",
+            samples = r.unknown_refs
+        );
+    }
     if let Some((file, off, why)) = &r.chunks.dropped_tail {
         log_warn!(
             "head chunk file tail dropped; data comes from the WAL",
@@ -79,9 +85,14 @@ fn log_open(path: &str, db: &Db) {
     log_info!(
         "data directory ready",
         path = path,
+        blocks = r.blocks,
         head_series = db.head().num_series(),
         samples_replayed = r.samples_replayed,
         wal_segments = r.wal.segments,
+        wal_checkpoint = r
+            .wal
+            .checkpoint
+            .map_or_else(|| "none".to_string(), |c| format!("{c:08}")),
         chunks_mapped = r.chunks.chunks,
         duration = format!("{:?}", r.duration),
         wal_sync = format!("{:?}", db.wal().sync_policy())

@@ -428,6 +428,40 @@ impl Collector for EngineCollector {
             "Series removed from the head by truncation (no data left in it).",
             ld(&hs.series_removed),
         )?;
+        for (name, help, v) in [
+            (
+                "tsdb_checkpoint_creations",
+                "WAL checkpoints started.",
+                &ws.checkpoint_creations,
+            ),
+            (
+                "tsdb_checkpoint_creations_failed",
+                "WAL checkpoints that failed (retried at the next compaction).",
+                &ws.checkpoint_creations_failed,
+            ),
+            (
+                "tsdb_checkpoint_deletions",
+                "Old WAL checkpoints deleted.",
+                &ws.checkpoint_deletions,
+            ),
+            (
+                "tsdb_checkpoint_deletions_failed",
+                "Old WAL checkpoints that could not be deleted.",
+                &ws.checkpoint_deletions_failed,
+            ),
+            (
+                "tsdb_wal_truncations",
+                "WAL truncations (segments covered by a checkpoint deleted).",
+                &ws.truncations,
+            ),
+            (
+                "tsdb_wal_truncations_failed",
+                "WAL truncations that failed.",
+                &ws.truncations_failed,
+            ),
+        ] {
+            counter(&mut enc, name, help, ld(v))?;
+        }
         let report = db.open_report();
         counter(
             &mut enc,

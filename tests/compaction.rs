@@ -24,7 +24,7 @@ fn opts() -> Options {
         block_range_ms: HOUR,
         wal: WalOptions {
             sync: SyncPolicy::Never,
-            segment_size: 256 * 1024,
+            segment_size: 32 * 1024,
             ..WalOptions::default()
         },
         head_chunk_file_size: 2048,
@@ -134,7 +134,7 @@ fn assert_same(db: &Db, exp: &Expected, when: &str) {
 #[test]
 fn compaction_writes_blocks_truncates_the_head_and_reads_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let load = Load::new(20);
+    let load = Load::new(150);
     let mut exp = Expected::new();
     {
         let db = Db::open(dir.path(), opts()).unwrap();
@@ -193,6 +193,15 @@ fn compaction_writes_blocks_truncates_the_head_and_reads_stay_exact() {
             db.head().chunk_mapper().files().len() < files_before,
             "chunks_head files of the compacted range are deleted"
         );
+        let cp = r.checkpoint.unwrap_or_else(|| {
+            panic!(
+                "no checkpoint: segments {:?}, {r:?}",
+                db.wal().segment_range()
+            )
+        });
+        assert!(dir.path().join(format!("wal/checkpoint.{cp:08}")).is_dir());
+        assert!(r.wal_segments_deleted > 0);
+        assert!(!dir.path().join("wal/00000000").exists());
         assert_same(&db, &exp, "after compaction");
         assert_eq!(db.blocks().blocks.len(), r.blocks.len());
 
@@ -290,16 +299,24 @@ fn a_crash_at_any_compaction_step_loses_and_doubles_nothing() {
     ];
     for step in steps {
         let dir = tempfile::tempdir().unwrap();
-        let load = Load::new(8);
+        let load = Load::new(40);
         let mut exp = Expected::new();
         let fire = Arc::new(AtomicBool::new(true));
         let mut o = opts();
         {
             let fire = Arc::clone(&fire);
-            // Fail at the step the second time it is reached, so one block is complete.
+            // Head steps: fail the second time, so one block is complete. WAL steps run once
+            // per compaction: fail the first time.
+            let nth = if ["checkpoint", "truncate-wal", "delete-checkpoints"].contains(&step) {
+                0
+            } else {
+                1
+            };
             let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             o.fault = Some(FaultFn(Arc::new(move |s: &str| {
-                s == step && fire.load(Ordering::SeqCst) && seen.fetch_add(1, Ordering::SeqCst) == 1
+                s == step
+                    && fire.load(Ordering::SeqCst)
+                    && seen.fetch_add(1, Ordering::SeqCst) == nth
             })));
         }
         {

@@ -648,8 +648,31 @@ impl Db {
         Ok(report)
     }
 
-    /// WAL truncation: comes with checkpoints (next change); the WAL keeps every segment.
-    fn truncate_wal(&self, _mint: i64, _report: &mut CompactReport) -> Result<(), DbError> {
+    /// Prometheus `Head.truncateWAL`: checkpoint the older two thirds of the WAL's segments
+    /// (never the one being written) keeping what the head still needs — series it holds,
+    /// samples at or after `mint` — then delete those segments and older checkpoints.
+    fn truncate_wal(&self, mint: i64, report: &mut CompactReport) -> Result<(), DbError> {
+        let (first, last) = self.wal.segment_range().map_err(|source| DbError::Io {
+            op: "list segments",
+            path: self.wal.dir().to_path_buf(),
+            source,
+        })?;
+        let Some(live_before) = last.checked_sub(1) else {
+            return Ok(());
+        };
+        let to = first + live_before.saturating_sub(first) * 2 / 3;
+        if to <= first {
+            return Ok(());
+        }
+        self.fault("checkpoint")?;
+        self.wal
+            .checkpoint(first, to, |r| self.head.keep_in_checkpoint(r, to), mint)?;
+        report.checkpoint = Some(to);
+        self.fault("truncate-wal")?;
+        report.wal_segments_deleted = self.wal.truncate(to + 1)?;
+        self.head.forget_deleted(to);
+        self.fault("delete-checkpoints")?;
+        self.wal.delete_checkpoints(to)?;
         Ok(())
     }
 
