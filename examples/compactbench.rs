@@ -134,6 +134,21 @@ fn main() -> ExitCode {
     if std::fs::write("/proc/self/clear_refs", "5").is_err() {
         eprintln!("compactbench: cannot reset VmHWM; peak is the whole run's");
     }
+    // Peak anonymous memory (heap), sampled: VmHWM also counts mapped file pages (chunks_head
+    // read back, the new block's index checked at open), which the page cache can reclaim.
+    let anon_before = status_kb("RssAnon:");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(status_kb("RssAnon:"));
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            peak
+        })
+    };
     let t = Instant::now();
     let r = match db.compact() {
         Ok(r) => r,
@@ -144,6 +159,8 @@ fn main() -> ExitCode {
     };
     let took = t.elapsed();
     let peak = status_kb("VmHWM:");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let anon_peak = sampler.join().unwrap_or(0);
     let chunks: u64 = r.blocks.iter().map(|b| b.stats.num_chunks).sum();
     let samples: u64 = r.blocks.iter().map(|b| b.stats.num_samples).sum();
     println!(
@@ -159,6 +176,12 @@ fn main() -> ExitCode {
         rss_before as f64 / 1024.0,
         peak as f64 / 1024.0,
         peak.saturating_sub(rss_before) as f64 / 1024.0
+    );
+    println!(
+        "anonymous memory before {:.0} MiB, peak {:.0} MiB: +{:.0} MiB",
+        anon_before as f64 / 1024.0,
+        anon_peak as f64 / 1024.0,
+        anon_peak.saturating_sub(anon_before) as f64 / 1024.0
     );
     for b in &r.blocks {
         let size: u64 = walk(&dir.join(b.ulid.to_string()));

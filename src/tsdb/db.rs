@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -692,11 +692,8 @@ impl Db {
                 distinct.insert(v);
             }
         }
-        let symbols: BTreeSet<&str> = {
-            let mut v: Vec<&str> = distinct.into_iter().collect();
-            v.sort_unstable();
-            v.into_iter().collect()
-        };
+        let mut symbols: Vec<&str> = distinct.into_iter().collect();
+        symbols.sort_unstable();
         let ulid = Ulid::generate_now().map_err(|source| DbError::Io {
             op: "read random bytes for a block ID",
             path: self.dir.clone(),

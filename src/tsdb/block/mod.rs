@@ -192,7 +192,7 @@ impl BlockWriter {
             min_time,
             max_time,
             compaction,
-            symbols,
+            symbols.into_iter().collect(),
             |out: &mut SeriesSink<'_>| {
                 for s in it.by_ref() {
                     out(s.labels, &s.chunks)?;
@@ -204,7 +204,8 @@ impl BlockWriter {
 
     /// Like [`BlockWriter::write`], for series produced one at a time (memory stays at one
     /// series' chunks plus the index's postings, whatever the block's size). `symbols` must
-    /// hold every label name and value of the series produced. `produce` calls the sink it is
+    /// hold every label name and value of the series produced, sorted, without duplicates
+    /// (`""` is added if missing). `produce` calls the sink it is
     /// given once per series, in strictly ascending label-set order.
     #[allow(clippy::too_many_arguments)]
     pub fn write_stream<F>(
@@ -214,7 +215,7 @@ impl BlockWriter {
         min_time: i64,
         max_time: i64,
         compaction: Compaction,
-        symbols: BTreeSet<&str>,
+        symbols: Vec<&str>,
         produce: F,
     ) -> Result<BlockMeta, BlockError>
     where
@@ -253,7 +254,7 @@ impl BlockWriter {
         min_time: i64,
         max_time: i64,
         compaction: Compaction,
-        mut symbols: BTreeSet<&str>,
+        mut symbols: Vec<&str>,
         produce: F,
     ) -> Result<BlockMeta, BlockError>
     where
@@ -267,7 +268,9 @@ impl BlockWriter {
             });
         }
         // Symbols: every name and value, plus "" (as Prometheus's head has).
-        symbols.insert("");
+        if symbols.first() != Some(&"") {
+            symbols.insert(0, "");
+        }
         let mut stats = BlockStats::default();
         let mut cw = ChunkWriter::create(&dir.join(CHUNKS_DIR), self.segment_size)?;
         let mut iw = IndexWriter::create(&dir.join(INDEX_FILE), symbols)?;
