@@ -13,6 +13,7 @@
 
 pub mod block;
 pub mod chunkenc;
+pub mod compact;
 pub mod db;
 pub mod encoding;
 pub mod fileutil;
@@ -20,6 +21,7 @@ pub mod head;
 pub mod index;
 pub mod postings;
 pub mod querier;
+pub mod retention;
 pub mod wal;
 
 pub use db::{Db, DbError, OpenReport, Options, ProgressFn, ReplayProgress};
