@@ -10,10 +10,14 @@
 //!   [`matcher`] for the translation and the differences that remain).
 //!   [`matches_labels`] applies matchers to a series, a missing label being
 //!   `""`.
+//! * [`parse_selector`]: PromQL series selectors (`up{job="api"}`, the `match[]`
+//!   parameter) into matchers, as Prometheus 2.42's `ParseMetricSelector`.
 
 pub mod labels;
 pub mod matcher;
 mod re2;
+pub mod selector;
 
 pub use labels::{go_quote, hash_sorted_pairs, Labels, LabelsIter, METRIC_NAME};
 pub use matcher::{matches_labels, MatchType, Matcher, MatcherError, DOT_MATCHES_NEWLINE};
+pub use selector::{parse_selector, SelectorError, SelectorErrorKind};
