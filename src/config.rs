@@ -178,6 +178,50 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        flag: "storage.tsdb.max-block-duration",
+        value: "DUR",
+        default: Some("0"),
+        help: "Largest block leveled compaction makes (blocks of 1, 3, 9, … block ranges). \
+               0 means min(31d, retention time / 10).",
+        apply: |c, v| {
+            c.opts.max_block_duration_ms = if v == "0" || v == "0s" {
+                None
+            } else {
+                let ms = duration(v)?.as_millis();
+                Some(i64::try_from(ms).map_err(|_| format!("duration {v:?} is too long"))?)
+            };
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "storage.tsdb.retention.time",
+        value: "DUR",
+        default: Some("15d"),
+        help: "How long to keep data: blocks ending longer than this before the newest data \
+               are deleted. 0s keeps everything (unless the size limit applies).",
+        apply: |c, v| {
+            let ms = if v == "0" || v == "0s" {
+                0
+            } else {
+                duration(v)?.as_millis()
+            };
+            c.opts.retention_ms =
+                i64::try_from(ms).map_err(|_| format!("duration {v:?} is too long"))?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "storage.tsdb.retention.size",
+        value: "SIZE",
+        default: Some("0"),
+        help: "Most bytes of blocks, WAL and head chunks; the oldest blocks are deleted \
+               beyond it. 0 means no limit. Sizes are powers of 1024 (512MB = 512 MiB).",
+        apply: |c, v| {
+            c.opts.retention_bytes = if v == "0" { 0 } else { size(v, 1)? };
+            Ok(())
+        },
+    },
+    Setting {
         flag: "storage.tsdb.housekeeping-interval",
         value: "DUR",
         default: Some("1m"),
@@ -279,6 +323,17 @@ pub static SETTINGS: &[Setting] = &[
         help: "Serve POST /-/quit (graceful stop, as SIGTERM).",
         apply: |c, v| {
             c.server.enable_lifecycle = boolean(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "web.enable-admin-api",
+        value: "",
+        default: Some("false"),
+        help: "Serve the TSDB admin API: POST /api/v1/admin/tsdb/{delete_series, \
+               clean_tombstones, snapshot}. Without it they answer 403.",
+        apply: |c, v| {
+            c.server.enable_admin_api = boolean(v)?;
             Ok(())
         },
     },
@@ -537,6 +592,7 @@ struct FileConfig {
 struct WebFile {
     listen_address: Option<Scalar>,
     enable_lifecycle: Option<Scalar>,
+    enable_admin_api: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -552,9 +608,18 @@ struct TsdbFile {
     path: Option<Scalar>,
     wal_sync: Option<Scalar>,
     min_block_duration: Option<Scalar>,
+    max_block_duration: Option<Scalar>,
+    retention: RetentionFile,
     housekeeping_interval: Option<Scalar>,
     wal_segment_size: Option<Scalar>,
     max_series: Option<Scalar>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RetentionFile {
+    time: Option<Scalar>,
+    size: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -587,9 +652,13 @@ impl FileConfig {
         [
             ("web.listen_address", &w.listen_address),
             ("web.enable_lifecycle", &w.enable_lifecycle),
+            ("web.enable_admin_api", &w.enable_admin_api),
             ("storage.tsdb.path", &t.path),
             ("storage.tsdb.wal_sync", &t.wal_sync),
             ("storage.tsdb.min_block_duration", &t.min_block_duration),
+            ("storage.tsdb.max_block_duration", &t.max_block_duration),
+            ("storage.tsdb.retention.time", &t.retention.time),
+            ("storage.tsdb.retention.size", &t.retention.size),
             (
                 "storage.tsdb.housekeeping_interval",
                 &t.housekeeping_interval,

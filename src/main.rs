@@ -191,6 +191,7 @@ async fn run(flags: Config) -> Result<(), String> {
 /// Head compaction every `every` (the first right away, so a head replayed from a long WAL is
 /// compacted at start), until `stop` resolves.
 async fn housekeeping(db: Arc<Db>, every: Duration, stop: impl std::future::Future<Output = ()>) {
+    let mut warned_oversized = None;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
@@ -202,6 +203,43 @@ async fn housekeeping(db: Arc<Db>, every: Duration, stop: impl std::future::Futu
         let d = Arc::clone(&db);
         match tokio::task::spawn_blocking(move || d.compact()).await {
             Ok(Ok(r)) => {
+                for (parents, merged) in &r.merged {
+                    log_info!(
+                        "blocks merged",
+                        parents = parents.len(),
+                        block = merged
+                            .map_or_else(|| "none (all deleted)".to_string(), |u| u.to_string())
+                    );
+                }
+                for (ulid, why) in &r.retention {
+                    log_info!(
+                        "block deleted by retention",
+                        ulid = ulid,
+                        reason = why.as_str()
+                    );
+                }
+                if !r.retention.is_empty() {
+                    let set = db.blocks();
+                    let oldest = set.blocks.iter().map(|b| b.meta().min_time).min();
+                    let newest = set.blocks.iter().map(|b| b.meta().max_time).max();
+                    if let (Some(a), Some(b)) = (oldest, newest) {
+                        log_info!(
+                            "effective retention",
+                            oldest_data_age =
+                                format!("{:?}", Duration::from_millis((b - a).max(0) as u64))
+                        );
+                    }
+                }
+                if r.oversized.map(|o| o.0) != warned_oversized {
+                    warned_oversized = r.oversized.map(|o| o.0);
+                    if let Some((ulid, bytes)) = r.oversized {
+                        log_warn!(
+                            "a block holds more than half of --storage.tsdb.retention.size: when it is deleted, half the history goes at once; raise the size limit or lower --storage.tsdb.max-block-duration",
+                            ulid = ulid,
+                            bytes = bytes
+                        );
+                    }
+                }
                 for b in &r.blocks {
                     log_info!(
                         "head compacted into a block",

@@ -418,6 +418,74 @@ impl Collector for EngineCollector {
         )?;
         counter(
             &mut enc,
+            "tsdb_blocks_merged",
+            "Leveled compactions: blocks merged into a larger one.",
+            ld(&ds.blocks_merged),
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "tsdb_retention_deleted_blocks",
+                "Blocks deleted by retention, by reason (time or size).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, v) in [("time", &ds.retention_time), ("size", &ds.retention_size)] {
+                let labels = [("reason", reason)];
+                let e = m.encode_family(&labels)?;
+                ConstCounter::new(ld(v)).encode(e)?;
+            }
+        }
+        let block_bytes: u64 = blocks.blocks.iter().map(|b| b.size()).sum();
+        let other_bytes = db.wal_and_head_bytes();
+        gauge(
+            &mut enc,
+            "tsdb_storage_blocks_bytes",
+            "Bytes of the blocks on disk.",
+            block_bytes as f64,
+        )?;
+        gauge(
+            &mut enc,
+            "tsdb_storage_bytes",
+            "Bytes on disk counted by retention.size: blocks, WAL (with checkpoints), head chunks.",
+            (block_bytes + other_bytes) as f64,
+        )?;
+        gauge(
+            &mut enc,
+            "tsdb_tombstones",
+            "Deleted intervals waiting in blocks (clean_tombstones or compaction removes them).",
+            blocks
+                .blocks
+                .iter()
+                .map(|b| b.tombstones().len())
+                .sum::<usize>() as f64,
+        )?;
+        let highest = blocks
+            .blocks
+            .iter()
+            .map(|b| b.meta().max_time - 1)
+            .chain((head.min_time() <= head.max_time()).then(|| head.max_time()))
+            .max()
+            .unwrap_or_else(cairn_now_ms);
+        gauge(
+            &mut enc,
+            "tsdb_highest_timestamp_seconds",
+            "Newest sample time stored (blocks and head); the current time while there is none.",
+            highest as f64 / 1000.0,
+        )?;
+        gauge(
+            &mut enc,
+            "tsdb_retention_limit_seconds",
+            "--storage.tsdb.retention.time (0: no time limit).",
+            db.options().retention_ms as f64 / 1000.0,
+        )?;
+        gauge(
+            &mut enc,
+            "tsdb_retention_limit_bytes",
+            "--storage.tsdb.retention.size (0: no size limit).",
+            db.options().retention_bytes as f64,
+        )?;
+        counter(
+            &mut enc,
             "tsdb_head_truncations",
             "Head truncations after a block was written.",
             ld(&hs.truncations),

@@ -14,6 +14,7 @@
 //! `tls_server_config`, and basic auth on every route when it has `basic_auth_users`, checked
 //! from the headers before any body byte is read.
 
+mod admin;
 mod error;
 mod tls;
 pub mod web;
@@ -60,6 +61,8 @@ pub struct ServerConfig {
     pub labels: write::LabelLimits,
     /// Serve `POST|PUT /-/quit` (`--web.enable-lifecycle`); 403 otherwise.
     pub enable_lifecycle: bool,
+    /// Serve the TSDB admin API (`--web.enable-admin-api`); 403 otherwise.
+    pub enable_admin_api: bool,
     /// TLS and basic auth (`--web.config.file`); plain HTTP without auth when `None`.
     pub web: Option<Arc<web::WebConfig>>,
 }
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             write_queue_timeout: Duration::from_secs(5),
             labels: write::LabelLimits::default(),
             enable_lifecycle: false,
+            enable_admin_api: false,
             web: None,
         }
     }
@@ -164,7 +168,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/-/quit", post(quit).put(quit));
+        .route("/-/quit", post(quit).put(quit))
+        .route(
+            "/api/v1/admin/tsdb/delete_series",
+            post(admin::delete_series).put(admin::delete_series),
+        )
+        .route(
+            "/api/v1/admin/tsdb/clean_tombstones",
+            post(admin::clean_tombstones).put(admin::clean_tombstones),
+        )
+        .route(
+            "/api/v1/admin/tsdb/snapshot",
+            post(admin::snapshot).put(admin::snapshot),
+        );
     // As in Prometheus, every route (health, readiness and unknown paths included) needs
     // credentials once `basic_auth_users` is set. The layer is there whenever a web config
     // is, since a reload may add users.

@@ -52,6 +52,7 @@ use crate::tsdb::head::{
 use crate::tsdb::querier::{self, Merge, Source};
 use crate::tsdb::wal::fs::{FileSystem, OsFs};
 use crate::tsdb::wal::{ReplayReport, Wal, WalError, WalOptions};
+use crate::tsdb::{compact, retention};
 
 /// Two hours, Prometheus's default block range.
 pub const DEFAULT_BLOCK_RANGE_MS: i64 = 2 * 3600 * 1000;
@@ -75,6 +76,15 @@ pub struct Options {
     pub replay_progress: Option<ProgressFn>,
     /// Largest block chunk file (Prometheus: 512 MiB); smaller in tests.
     pub block_segment_size: u64,
+    /// Blocks whose end is older than the newest block's end minus this are deleted
+    /// (`--storage.tsdb.retention.time`); 0: no time limit.
+    pub retention_ms: i64,
+    /// Most bytes of blocks + WAL + head chunks (`--storage.tsdb.retention.size`); the oldest
+    /// blocks go first; 0: no size limit.
+    pub retention_bytes: u64,
+    /// Largest block leveled compaction makes (`--storage.tsdb.max-block-duration`); `None`:
+    /// Prometheus's default, min(31d, retention time / 10), at least the block range.
+    pub max_block_duration_ms: Option<i64>,
     /// Test seam: called with the name of each step of a compaction before it runs; returning
     /// `true` stops the compaction there with [`DbError::Injected`], leaving the directory as
     /// a crash at that point would (the crash matrix in `tests/compaction.rs`).
@@ -84,6 +94,16 @@ pub struct Options {
 /// A compaction fault-injection callback (see [`Options::fault`]).
 #[derive(Clone)]
 pub struct FaultFn(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl Options {
+    /// The largest block leveled compaction makes: the flag, else Prometheus's default
+    /// min(31d, retention / 10); never below the block range.
+    pub fn max_block_duration(&self) -> i64 {
+        self.max_block_duration_ms
+            .unwrap_or_else(|| compact::default_max_block_duration(self.retention_ms))
+            .max(self.block_range_ms)
+    }
+}
 
 impl std::fmt::Debug for FaultFn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,6 +141,9 @@ impl Default for Options {
             fs: Arc::new(OsFs),
             replay_progress: None,
             block_segment_size: block::DEFAULT_SEGMENT_SIZE,
+            retention_ms: 15 * 86_400_000,
+            retention_bytes: 0,
+            max_block_duration_ms: None,
             fault: None,
         }
     }
@@ -179,6 +202,14 @@ pub struct CompactReport {
     /// The WAL checkpoint written (its index), if any.
     pub checkpoint: Option<u64>,
     pub wal_segments_deleted: u64,
+    /// Leveled compactions: the blocks merged and the block they became (`None`: nothing
+    /// was left after deletions).
+    pub merged: Vec<(Vec<Ulid>, Option<Ulid>)>,
+    /// Blocks deleted by retention, and why.
+    pub retention: Vec<(Ulid, retention::Reason)>,
+    /// A block larger than half of `--storage.tsdb.retention.size` (its deletion would take
+    /// half the history at once) and its size.
+    pub oversized: Option<(Ulid, u64)>,
     pub duration: Duration,
 }
 
@@ -191,6 +222,11 @@ pub struct DbStats {
     /// Sum of compaction durations.
     pub compaction_nanos: AtomicU64,
     pub head_truncation_failures: AtomicU64,
+    /// Leveled compactions done (blocks merged into one).
+    pub blocks_merged: AtomicU64,
+    /// Blocks deleted by retention, by reason.
+    pub retention_time: AtomicU64,
+    pub retention_size: AtomicU64,
 }
 
 /// The blocks readers see, with a generation number that grows with every change.
@@ -364,6 +400,30 @@ pub struct Db {
     _lock: LockFile,
 }
 
+/// What [`Db::delete`] marked.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DeleteReport {
+    /// Series with a new tombstone, in the head and in blocks (a series in several blocks
+    /// counts once per block).
+    pub head_series: u64,
+    pub block_series: u64,
+}
+
+/// Hard-link the files of `src` into a new directory tree `dst`.
+fn link_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    std::fs::create_dir(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let to = dst.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            link_tree(&entry.path(), &to)?;
+        } else {
+            std::fs::hard_link(entry.path(), &to)?;
+        }
+    }
+    fileutil::fsync_dir(dst)
+}
+
 /// Open every block directory (`<ULID>/` holding a `meta.json`) in `dir`, sorted by min time.
 fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>, DbError> {
     let io = |source| DbError::Io {
@@ -382,11 +442,31 @@ fn open_blocks(dir: &Path) -> Result<Vec<Arc<Block>>, DbError> {
             continue;
         }
         let path = entry.path();
+        // A crash while replacing the tombstones file or meta.json leaves a `*.tmp` inside.
+        let _ = fileutil::remove_tmp_leftovers(&path);
         let b = Block::open(&path).map_err(|source| DbError::OpenBlock { path, source })?;
         blocks.push(Arc::new(b));
     }
-    blocks.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
-    Ok(blocks)
+    // Blocks that are parents of another block were merged into it; a crash came between the
+    // merged block becoming durable and their deletion. Blocks marked deletable are done
+    // with. (Prometheus `deletableBlocks`.)
+    let metas: Vec<BlockMeta> = blocks.iter().map(|b| b.meta().clone()).collect();
+    let mut doomed = compact::deletable_parents(&metas);
+    doomed.extend(compact::marked_deletable(&metas));
+    let mut kept = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        if doomed.contains(&b.meta().ulid) {
+            fileutil::remove_dir_atomic(b.dir()).map_err(|source| DbError::Io {
+                op: "remove merged block",
+                path: b.dir().to_path_buf(),
+                source,
+            })?;
+        } else {
+            kept.push(b);
+        }
+    }
+    kept.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+    Ok(kept)
 }
 
 impl Db {
@@ -495,6 +575,10 @@ impl Db {
 
     pub fn open_report(&self) -> &OpenReport {
         &self.report
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
     }
 
     /// The blocks as readers see them now.
@@ -606,6 +690,134 @@ impl Db {
         res
     }
 
+    /// Delete the samples of series matching `matchers` in `[mint, maxt]` (Prometheus
+    /// `DB.Delete`): head series get a Tombstones WAL record (durable under the WAL's sync
+    /// policy before this returns) and an in-memory tombstone; blocks get their `tombstones`
+    /// file and meta.json replaced atomically. Reads stop seeing the samples at once; the
+    /// bytes go when the head is compacted or [`Db::clean_tombstones`] rewrites the blocks.
+    pub fn delete(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<DeleteReport, DbError> {
+        let _one = self.compacting.lock();
+        let mut report = DeleteReport::default();
+        let current = self.readers.current();
+        let mut blocks: Vec<Arc<Block>> = Vec::with_capacity(current.blocks.len());
+        let mut changed = false;
+        for b in &current.blocks {
+            let m = b.meta();
+            if m.min_time > maxt || m.max_time <= mint {
+                blocks.push(Arc::clone(b));
+                continue;
+            }
+            let mut stones = Vec::new();
+            for id in b
+                .index()
+                .postings_for_matchers(matchers)
+                .map_err(BlockError::from)?
+            {
+                let e = b.index().series(id).map_err(BlockError::from)?;
+                if e.chunks.iter().any(|c| c.mint <= maxt && c.maxt >= mint) {
+                    stones.push(block::Stone {
+                        series_ref: u64::from(id),
+                        mint,
+                        maxt,
+                    });
+                }
+            }
+            if stones.is_empty() {
+                blocks.push(Arc::clone(b));
+                continue;
+            }
+            report.block_series += stones.len() as u64;
+            blocks.push(Arc::new(b.with_more_tombstones(&stones)?));
+            changed = true;
+        }
+        if changed {
+            // Old readers keep the old `Block` values (and their view); new ones see the
+            // tombstones. Nothing to wait for: no file a reader uses goes away.
+            self.readers.publish(blocks);
+        }
+        let stones: Vec<crate::tsdb::wal::record::Stone> = self
+            .head
+            .select(matchers, mint, maxt)
+            .iter()
+            .map(|s| crate::tsdb::wal::record::Stone {
+                sref: s.sref,
+                mint,
+                maxt,
+            })
+            .collect();
+        if !stones.is_empty() {
+            let mut rec = Vec::new();
+            crate::tsdb::wal::record::encode_tombstones(&mut rec, &stones);
+            self.wal.log(&[&rec])?;
+            self.head.add_tombstones(&stones);
+            report.head_series = stones.len() as u64;
+        }
+        Ok(report)
+    }
+
+    /// Rewrite every block that has tombstones without the deleted samples (Prometheus
+    /// `DB.CleanTombstones`: the new block is level 1 with the old one as its parent). Returns
+    /// `(old, new)` per block; `new` is `None` when nothing was left.
+    pub fn clean_tombstones(&self) -> Result<Vec<(Ulid, Option<Ulid>)>, DbError> {
+        let _one = self.compacting.lock();
+        let mut out = Vec::new();
+        let current = self.readers.current();
+        for b in current.blocks.iter().filter(|b| !b.tombstones().is_empty()) {
+            let old = b.meta();
+            let ulid = Ulid::generate_now().map_err(|source| DbError::Io {
+                op: "read random bytes for a block ID",
+                path: self.dir.clone(),
+                source,
+            })?;
+            let mut compaction = Compaction::level1(ulid);
+            compaction.parents = vec![block::BlockDesc {
+                ulid: old.ulid,
+                min_time: old.min_time,
+                max_time: old.max_time,
+            }];
+            let meta = BlockMeta {
+                ulid,
+                min_time: old.min_time,
+                max_time: old.max_time,
+                stats: block::BlockStats::default(),
+                compaction,
+                version: block::meta::META_VERSION,
+            };
+            let new = self.merge_blocks(&[old.ulid], meta)?;
+            out.push((old.ulid, new.map(|m| m.ulid)));
+        }
+        Ok(out)
+    }
+
+    /// Hard-link every block into `dir` (created; must not exist) and, with `with_head`, write
+    /// the head's data there as one more block (Prometheus `DB.Snapshot`). The snapshot is a
+    /// data directory Prometheus, promtool or cairn can open.
+    pub fn snapshot(&self, dir: &Path, with_head: bool) -> Result<(), DbError> {
+        let _one = self.compacting.lock();
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DbError::Io { op, path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        for b in &self.readers.current().blocks {
+            let dst = dir.join(b.meta().ulid.to_string());
+            link_tree(b.dir(), &dst).map_err(io("link", &dst))?;
+        }
+        if with_head {
+            let (min, max) = (self.head.min_time(), self.head.max_time());
+            if min <= max {
+                self.write_head_block(dir, min, max.saturating_add(1))?;
+            }
+        }
+        fileutil::fsync_dir(dir).map_err(io("fsync", dir))?;
+        Ok(())
+    }
+
     fn compact_locked(&self, start: Instant) -> Result<CompactReport, DbError> {
         let mut report = CompactReport::default();
         let range = self.opts.block_range_ms;
@@ -619,7 +831,7 @@ impl Db {
             self.fault("raise-min-valid")?;
             self.head.raise_min_valid(maxt);
             self.fault("write-block")?;
-            if let Some(meta) = self.write_head_block(mint, maxt)? {
+            if let Some(meta) = self.write_head_block(&self.dir, mint, maxt)? {
                 self.fault("publish-block")?;
                 let b = Block::open(&self.dir.join(meta.ulid.to_string()))?;
                 let mut blocks = self.readers.current().blocks.clone();
@@ -644,8 +856,232 @@ impl Db {
         if let Some(mint) = truncated_to {
             self.truncate_wal(mint, &mut report)?;
         }
+        self.compact_blocks(&mut report)?;
+        self.apply_retention(&mut report)?;
         report.duration = start.elapsed();
         Ok(report)
+    }
+
+    /// Leveled compaction (Prometheus `LeveledCompactor`): merge what the planner picks until
+    /// it picks nothing.
+    fn compact_blocks(&self, report: &mut CompactReport) -> Result<(), DbError> {
+        let ranges =
+            compact::block_ranges(self.opts.block_range_ms, self.opts.max_block_duration());
+        loop {
+            let metas: Vec<BlockMeta> = self
+                .readers
+                .current()
+                .blocks
+                .iter()
+                .map(|b| b.meta().clone())
+                .collect();
+            let plan = compact::plan(&metas, &ranges);
+            if plan.is_empty() {
+                return Ok(());
+            }
+            // In plan order: the merged block lists its parents in this order.
+            let parents: Vec<BlockMeta> = plan
+                .iter()
+                .filter_map(|u| metas.iter().find(|m| m.ulid == *u).cloned())
+                .collect();
+            let ulid = Ulid::generate_now().map_err(|source| DbError::Io {
+                op: "read random bytes for a block ID",
+                path: self.dir.clone(),
+                source,
+            })?;
+            let meta = compact::compacted_meta(&parents, ulid)
+                .ok_or_else(|| DbError::Options("compaction plan names no open block".into()))?;
+            let merged = self.merge_blocks(&plan, meta)?;
+            self.stats.blocks_merged.fetch_add(1, Ordering::Relaxed);
+            report.merged.push((plan, merged.map(|m| m.ulid)));
+        }
+    }
+
+    /// Bytes of the WAL (segments and checkpoints) and `chunks_head/`.
+    pub fn wal_and_head_bytes(&self) -> u64 {
+        fn du(p: &Path) -> u64 {
+            match std::fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                    .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
+                    .unwrap_or(0),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            }
+        }
+        du(self.wal.dir()) + du(self.head.chunk_mapper().dir())
+    }
+
+    /// Retention by time and size (Prometheus `BeyondTimeRetention`, `BeyondSizeRetention`).
+    fn apply_retention(&self, report: &mut CompactReport) -> Result<(), DbError> {
+        if self.opts.retention_ms == 0 && self.opts.retention_bytes == 0 {
+            return Ok(());
+        }
+        let usage: Vec<retention::BlockUsage> = self
+            .readers
+            .current()
+            .blocks
+            .iter()
+            .map(|b| retention::BlockUsage {
+                meta: b.meta().clone(),
+                bytes: b.size(),
+            })
+            .collect();
+        let doomed = retention::select(
+            &usage,
+            self.opts.retention_ms,
+            self.opts.retention_bytes,
+            self.wal_and_head_bytes(),
+        );
+        if self.opts.retention_bytes > 0 {
+            report.oversized = retention::oversized(&usage, self.opts.retention_bytes);
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let ulids: Vec<Ulid> = doomed.iter().map(|(u, _)| *u).collect();
+        self.delete_blocks(&ulids)?;
+        for (u, why) in doomed {
+            match why {
+                retention::Reason::Time => &self.stats.retention_time,
+                retention::Reason::Size => &self.stats.retention_size,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+            report.retention.push((u, why));
+        }
+        Ok(())
+    }
+
+    /// Replace blocks `gone` by `new` in the block set readers see, then wait for the queries
+    /// that may still read the old set. Returns the blocks removed.
+    fn swap_blocks(&self, gone: &[Ulid], new: Option<Arc<Block>>) -> Vec<Arc<Block>> {
+        let current = self.readers.current();
+        let (removed, mut kept): (Vec<Arc<Block>>, Vec<Arc<Block>>) = current
+            .blocks
+            .iter()
+            .cloned()
+            .partition(|b| gone.contains(&b.meta().ulid));
+        kept.extend(new);
+        kept.sort_by_key(|b| (b.meta().min_time, b.meta().max_time));
+        let generation = self.readers.publish(kept);
+        self.readers.wait_before(generation);
+        removed
+    }
+
+    /// Merge blocks `ulids` of the current set into one block (`meta` gives its range and
+    /// compaction fields; stats are computed): series merged by label set, tombstones applied,
+    /// chunks as stored unless they overlap. Once the merged block is durable it replaces its
+    /// parents for readers, and the parents are deleted (a crash before that: the next open
+    /// deletes them, since the merged block lists them as parents). A merge whose samples were
+    /// all deleted writes no block. Returns the new block's meta.
+    fn merge_blocks(&self, ulids: &[Ulid], meta: BlockMeta) -> Result<Option<BlockMeta>, DbError> {
+        let set = self.readers.current();
+        let parents: Vec<Arc<Block>> = set
+            .blocks
+            .iter()
+            .filter(|b| ulids.contains(&b.meta().ulid))
+            .cloned()
+            .collect();
+        if parents.len() != ulids.len() || parents.is_empty() {
+            return Err(DbError::Options(format!(
+                "merge of {} blocks: only {} are open",
+                ulids.len(),
+                parents.len()
+            )));
+        }
+        let mut symbols: Vec<&str> = parents.iter().flat_map(|b| b.index().symbols()).collect();
+        symbols.sort_unstable();
+        symbols.dedup();
+        let mut sources = Vec::with_capacity(parents.len());
+        for b in &parents {
+            let ids = b.index().all_postings().map_err(BlockError::from)?;
+            sources.push(Source::Block {
+                block: Arc::clone(b),
+                ids: ids.into_iter(),
+            });
+        }
+        let merge = Merge::new(sources, i64::MIN, i64::MAX, self.head.chunk_mapper()).purging();
+        let writer = BlockWriter {
+            segment_size: self.opts.block_segment_size,
+        };
+        self.fault("merge-write")?;
+        let mut source_err: Option<DbError> = None;
+        let written = writer.write_stream(
+            &self.dir,
+            meta.ulid,
+            meta.min_time,
+            meta.max_time,
+            meta.compaction.clone(),
+            symbols,
+            |sink| {
+                for item in merge {
+                    let s = match item {
+                        Ok(s) => s,
+                        Err(e) => {
+                            source_err = Some(e);
+                            return Err(BlockError::Invalid {
+                                reason: "reading the blocks to merge failed".into(),
+                            });
+                        }
+                    };
+                    let chunks: Vec<block::ChunkData<'_>> = s
+                        .chunks
+                        .iter()
+                        .map(|c| block::ChunkData {
+                            mint: c.mint,
+                            maxt: c.maxt,
+                            encoding: Encoding::Xor as u8,
+                            data: &c.data,
+                        })
+                        .collect();
+                    sink(&s.labels, &chunks)?;
+                }
+                Ok(())
+            },
+        );
+        let written = match (written, source_err) {
+            (_, Some(e)) => return Err(e),
+            (Err(e), None) => return Err(e.into()),
+            (Ok(m), None) => m,
+        };
+        let dir = self.dir.join(written.ulid.to_string());
+        self.fault("merge-publish")?;
+        let (new, result) = if written.stats.num_samples == 0 {
+            // Everything was deleted: no block. The parents go all the same.
+            fileutil::remove_dir_atomic(&dir).map_err(|source| DbError::Io {
+                op: "remove empty block",
+                path: dir.clone(),
+                source,
+            })?;
+            (None, None)
+        } else {
+            (Some(Arc::new(Block::open(&dir)?)), Some(written))
+        };
+        let removed = self.swap_blocks(ulids, new);
+        self.fault("merge-delete-parents")?;
+        self.delete_block_dirs(&removed)?;
+        Ok(result)
+    }
+
+    fn delete_block_dirs(&self, blocks: &[Arc<Block>]) -> Result<(), DbError> {
+        for b in blocks {
+            fileutil::remove_dir_atomic(b.dir()).map_err(|source| DbError::Io {
+                op: "remove block",
+                path: b.dir().to_path_buf(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Delete blocks `ulids` (retention): readers stop seeing them first; each directory is
+    /// renamed to `*.tmp-for-deletion` before it is removed.
+    fn delete_blocks(&self, ulids: &[Ulid]) -> Result<(), DbError> {
+        if ulids.is_empty() {
+            return Ok(());
+        }
+        let removed = self.swap_blocks(ulids, None);
+        self.fault("retention-delete")?;
+        self.delete_block_dirs(&removed)
     }
 
     /// Prometheus `Head.truncateWAL`: checkpoint the older two thirds of the WAL's segments
@@ -677,7 +1113,12 @@ impl Db {
     }
 
     /// Write the head's samples in `[mint, maxt)` as a block; `None` if it has none.
-    fn write_head_block(&self, mint: i64, maxt: i64) -> Result<Option<BlockMeta>, DbError> {
+    fn write_head_block(
+        &self,
+        parent: &Path,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Option<BlockMeta>, DbError> {
         let series = self.head.series_in_range(mint, maxt - 1);
         if series.is_empty() {
             return Ok(None);
@@ -705,7 +1146,7 @@ impl Db {
         };
         let mut source_err: Option<DbError> = None;
         let res = writer.write_stream(
-            &self.dir,
+            parent,
             ulid,
             mint,
             maxt,

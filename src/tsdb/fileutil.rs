@@ -48,6 +48,18 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
+/// Delete directory `dir` so that a crash never leaves it half deleted under its own name:
+/// rename to `<name>.tmp-for-deletion`, fsync the parent, then remove the renamed tree (a
+/// leftover is removed at the next open).
+pub fn remove_dir_atomic(dir: &Path) -> io::Result<()> {
+    let mut doomed = dir.as_os_str().to_owned();
+    doomed.push(".tmp-for-deletion");
+    let doomed = PathBuf::from(doomed);
+    fs::rename(dir, &doomed)?;
+    fsync_dir(parent_of(dir))?;
+    fs::remove_dir_all(&doomed)
+}
+
 /// Remove temporary leftovers of interrupted work directly inside `dir`. Returns their names.
 pub fn remove_tmp_leftovers(dir: &Path) -> io::Result<Vec<String>> {
     let mut removed = Vec::new();

@@ -104,12 +104,7 @@ impl<'a> Cursor<'a> {
                         data: ChunkData::Mapped(data),
                     });
                 }
-                let stones = block
-                    .tombstones()
-                    .iter()
-                    .filter(|s| s.series_ref == u64::from(id))
-                    .map(|s| (s.mint, s.maxt))
-                    .collect();
+                let stones = block.tombstones_for(u64::from(id)).collect();
                 Ok((out, stones))
             }
             (Source::Head { head, cutoff, .. }, Pending::Head(s)) => {
@@ -134,6 +129,9 @@ pub(crate) struct Merge<'a> {
     mapper: &'a ChunkDiskMapper,
     started: bool,
     failed: bool,
+    /// Apply every source's tombstones to its chunks even for a single source, so the result
+    /// has none left (compaction).
+    purge: bool,
 }
 
 impl<'a> Merge<'a> {
@@ -156,7 +154,14 @@ impl<'a> Merge<'a> {
             mapper,
             started: false,
             failed: false,
+            purge: false,
         }
+    }
+
+    /// The merge for writing a block: deleted samples are dropped, not carried as tombstones.
+    pub(crate) fn purging(mut self) -> Self {
+        self.purge = true;
+        self
     }
 
     fn next_series(&mut self) -> Result<Option<SeriesChunks>, DbError> {
@@ -180,8 +185,14 @@ impl<'a> Merge<'a> {
             for c in &mut self.cursors {
                 if c.current.as_ref().is_some_and(|(l, _)| *l == min) {
                     if let Some((_, pending)) = c.current.take() {
-                        let part =
+                        let mut part =
                             c.take_chunks(pending, self.mint, self.maxt, Some(self.mapper))?;
+                        // A chunk wholly inside one deleted interval has nothing left (its
+                        // range is its first and last sample); a series left without chunks is
+                        // not returned, as in Prometheus.
+                        let stones = &part.1;
+                        part.0
+                            .retain(|c| !stones.iter().any(|&(a, b)| a <= c.mint && b >= c.maxt));
                         if !part.0.is_empty() {
                             parts.push(part);
                         }
@@ -191,7 +202,7 @@ impl<'a> Merge<'a> {
             }
             let series = match parts.len() {
                 0 => continue,
-                1 => {
+                1 if !self.purge => {
                     let Some((chunks, tombstones)) = parts.pop() else {
                         continue;
                     };

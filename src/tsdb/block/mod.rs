@@ -345,6 +345,8 @@ pub struct Block {
     index: IndexReader,
     chunks: ChunkReader,
     tombstones: Vec<Stone>,
+    /// Bytes of the block's files on disk.
+    size: u64,
 }
 
 impl Block {
@@ -358,13 +360,17 @@ impl Block {
         })?;
         let index = IndexReader::open(&dir.join(INDEX_FILE))?;
         let chunks = ChunkReader::open(&dir.join(CHUNKS_DIR))?;
-        let tombstones = tombstones::read(dir)?;
+        let mut tombstones = tombstones::read(dir)?;
+        tombstones.sort_unstable();
+        let small = |name: &str| fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+        let size = index.size() + chunks.size() + small(META_FILE) + small(tombstones::FILE_NAME);
         Ok(Block {
             dir: dir.to_path_buf(),
             meta,
             index,
             chunks,
             tombstones,
+            size,
         })
     }
 
@@ -376,6 +382,11 @@ impl Block {
         &self.meta
     }
 
+    /// Bytes of the block's files (index, chunks, meta.json, tombstones) when it was opened.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     pub fn index(&self) -> &IndexReader {
         &self.index
     }
@@ -384,8 +395,38 @@ impl Block {
         &self.chunks
     }
 
+    /// Every deleted interval, sorted by series.
     pub fn tombstones(&self) -> &[Stone] {
         &self.tombstones
+    }
+
+    /// Deleted intervals of series `id`.
+    pub fn tombstones_for(&self, id: u64) -> impl Iterator<Item = (i64, i64)> + '_ {
+        let start = self.tombstones.partition_point(|s| s.series_ref < id);
+        self.tombstones
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(move |s| s.series_ref == id)
+            .map(|s| (s.mint, s.maxt))
+    }
+
+    /// Add deleted intervals: the `tombstones` file and meta.json's tombstone count are
+    /// replaced atomically (tmp → fsync → rename → fsync dir), then the block is opened
+    /// again. Readers holding the old `Block` keep the old view.
+    pub fn with_more_tombstones(&self, add: &[Stone]) -> Result<Block, BlockError> {
+        let mut all: Vec<Stone> = self.tombstones.iter().chain(add).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        let path = self.dir.join(tombstones::FILE_NAME);
+        crate::tsdb::fileutil::write_atomic(&path, &tombstones::encode(&all))
+            .map_err(|e| BlockError::io("write", &path, e))?;
+        let mut meta = self.meta.clone();
+        meta.stats.num_tombstones = all.len() as u64;
+        let meta_path = self.dir.join(META_FILE);
+        crate::tsdb::fileutil::write_atomic(&meta_path, &meta.to_json())
+            .map_err(|e| BlockError::io("write", &meta_path, e))?;
+        Block::open(&self.dir)
     }
 
     /// Series `id` with its chunks' bytes.

@@ -1532,6 +1532,14 @@ impl Head {
         out
     }
 
+    /// Record deleted intervals (after their Tombstones WAL record was written).
+    pub fn add_tombstones(&self, stones: &[Stone]) {
+        let mut ts = self.tombstones.write();
+        for s in stones {
+            ts.entry(s.sref).or_default().push((s.mint, s.maxt));
+        }
+    }
+
     /// Deleted intervals of a series (closed), from WAL tombstones.
     pub fn tombstones(&self, sref: u64) -> Vec<(i64, i64)> {
         self.tombstones
