@@ -1889,3 +1889,118 @@ fn cairn_replays_prometheus_wal_and_chunks_head_after_sigkill() {
 fn cairn_replays_prometheus_wal_checkpoint_and_chunks_head() {
     migrate(Stop::Term, 5 * HOUR + 20 * MIN, true, Read::HeadRangeOnly);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. The housekeeping timer: leveled compaction and retention on a running cairn.
+// ---------------------------------------------------------------------------------------------
+
+/// cairn with 1h blocks, 3h largest blocks and a 3h retention, fed 10h of data: the timer
+/// merges head blocks into 3h blocks and drops what falls out of retention. Remote read then
+/// serves exactly the samples of the blocks kept and the head; promtool lists the merged
+/// blocks (level ≥ 2, parents gone) and dumps the same samples.
+#[test]
+fn housekeeping_timer_merges_and_expires_blocks_and_promtool_agrees() {
+    let tmp = tempfile::Builder::new()
+        .prefix("compat-hk")
+        .tempdir()
+        .unwrap();
+    let root = tmp.path().to_path_buf();
+    let data_dir = root.join("data");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut cairn = start_cairn(
+        "cairn",
+        &data_dir,
+        port,
+        &[
+            "--storage.tsdb.min-block-duration=1h",
+            "--storage.tsdb.max-block-duration=3h",
+            "--storage.tsdb.retention.time=3h",
+            "--storage.tsdb.housekeeping-interval=1s",
+            "--storage.tsdb.wal-sync=never",
+        ],
+        &root,
+    )
+    .unwrap();
+    let end = now_ms() / STEP * STEP;
+    let data = generate(end - 10 * HOUR, end);
+    push(&addr, &data, |_| {});
+    // Wait for a merged block, and for retention to leave at most ~3h of blocks behind the
+    // newest block's end.
+    let blocks = poll(
+        &mut cairn,
+        Duration::from_secs(60),
+        "a merged block and retention applied",
+        || {
+            let blocks = blocks_in(&data_dir)?;
+            let metas: Vec<serde_json::Value> = blocks
+                .iter()
+                .map(|b| {
+                    serde_json::from_slice(&std::fs::read(b.dir.join("meta.json")).unwrap())
+                        .unwrap()
+                })
+                .collect();
+            let merged = metas
+                .iter()
+                .any(|m| m["compaction"]["level"].as_u64().unwrap_or(0) >= 2);
+            let newest = blocks.iter().map(|b| b.max_time).max().unwrap_or(0);
+            let expired = blocks.iter().all(|b| newest - b.max_time <= 3 * HOUR);
+            if merged && expired && !blocks.is_empty() {
+                Ok(blocks)
+            } else {
+                Err(format!("blocks {:?}", block_ranges(&blocks)))
+            }
+        },
+    );
+    for b in &blocks {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(b.dir.join("meta.json")).unwrap()).unwrap();
+        for p in meta["compaction"]["parents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let parent = p["ulid"].as_str().unwrap();
+            assert!(
+                !data_dir.join(parent).exists(),
+                "parent {parent} of {} still on disk",
+                b.ulid
+            );
+        }
+    }
+    // Everything from the oldest kept block on is served, nothing older.
+    let oldest = blocks.iter().map(|b| b.min_time).min().unwrap();
+    let kept: Series = data
+        .iter()
+        .map(|(ls, ss)| {
+            let s: Vec<(i64, u64)> = ss.iter().copied().filter(|p| p.0 >= oldest).collect();
+            (ls.clone(), s)
+        })
+        .filter(|(_, ss)| !ss.is_empty())
+        .collect();
+    check_remote_read(
+        &addr,
+        &kept,
+        end - 11 * HOUR,
+        end,
+        &blocks,
+        "after merges and retention",
+    );
+    stop_cleanly(&mut cairn);
+    let list = promtool(&["tsdb", "list"], &data_dir).unwrap();
+    for b in &blocks_in(&data_dir).unwrap() {
+        let row = list_row(&list, &b.ulid)
+            .unwrap_or_else(|| panic!("promtool tsdb list lacks {}:\n{list}", b.ulid));
+        assert_eq!(
+            row.get(1).copied(),
+            Some(b.min_time.to_string().as_str()),
+            "{row:?}"
+        );
+        assert_eq!(
+            row.get(2).copied(),
+            Some(b.max_time.to_string().as_str()),
+            "{row:?}"
+        );
+    }
+    check_dump(&data_dir, &kept, "cairn's merged and expired data dir");
+}
