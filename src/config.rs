@@ -327,6 +327,26 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        flag: "web.read-timeout",
+        value: "DUR",
+        default: Some("5m"),
+        help: "Longest wait for a request's headers; idle keep-alive connections close after it.",
+        apply: |c, v| {
+            c.server.read_timeout = duration(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: "web.max-connections",
+        value: "N",
+        default: Some("512"),
+        help: "Connections served at once; further clients wait to be accepted.",
+        apply: |c, v| {
+            c.server.max_connections = usize_of(int(v, 1)?)?;
+            Ok(())
+        },
+    },
+    Setting {
         flag: "web.enable-admin-api",
         value: "",
         default: Some("false"),
@@ -593,6 +613,8 @@ struct WebFile {
     listen_address: Option<Scalar>,
     enable_lifecycle: Option<Scalar>,
     enable_admin_api: Option<Scalar>,
+    read_timeout: Option<Scalar>,
+    max_connections: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -653,6 +675,8 @@ impl FileConfig {
             ("web.listen_address", &w.listen_address),
             ("web.enable_lifecycle", &w.enable_lifecycle),
             ("web.enable_admin_api", &w.enable_admin_api),
+            ("web.read_timeout", &w.read_timeout),
+            ("web.max_connections", &w.max_connections),
             ("storage.tsdb.path", &t.path),
             ("storage.tsdb.wal_sync", &t.wal_sync),
             ("storage.tsdb.min_block_duration", &t.min_block_duration),

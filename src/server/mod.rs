@@ -15,8 +15,8 @@
 //! from the headers before any body byte is read.
 
 mod admin;
+mod conn;
 mod error;
-mod tls;
 pub mod web;
 
 use std::io;
@@ -63,6 +63,10 @@ pub struct ServerConfig {
     pub enable_lifecycle: bool,
     /// Serve the TSDB admin API (`--web.enable-admin-api`); 403 otherwise.
     pub enable_admin_api: bool,
+    /// Longest wait for a request's headers, idle keep-alive included (`--web.read-timeout`).
+    pub read_timeout: std::time::Duration,
+    /// Connections served at once (`--web.max-connections`).
+    pub max_connections: usize,
     /// TLS and basic auth (`--web.config.file`); plain HTTP without auth when `None`.
     pub web: Option<Arc<web::WebConfig>>,
 }
@@ -79,6 +83,8 @@ impl Default for ServerConfig {
             labels: write::LabelLimits::default(),
             enable_lifecycle: false,
             enable_admin_api: false,
+            read_timeout: std::time::Duration::from_secs(300),
+            max_connections: 512,
             web: None,
         }
     }
@@ -243,15 +249,13 @@ pub async fn serve(
     let reloader = web
         .as_ref()
         .map(|w| tokio::spawn(Arc::clone(w).reload_loop()));
-    let app = router(state);
-    let res = match web.filter(|w| w.tls_enabled()) {
-        Some(w) => tls::serve(listener, app, w, shutdown).await,
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
+    let limits = conn::Limits {
+        read_timeout: state.cfg.read_timeout,
+        max_connections: state.cfg.max_connections,
     };
+    let app = router(state);
+    let tls = web.filter(|w| w.tls_enabled());
+    let res = conn::serve(listener, app, tls, limits, shutdown).await;
     if let Some(r) = reloader {
         r.abort();
     }
