@@ -95,12 +95,20 @@ fn log_open(path: &str, db: &Db) {
             .map_or_else(|| "none".to_string(), |c| format!("{c:08}")),
         chunks_mapped = r.chunks.chunks,
         duration = format!("{:?}", r.duration),
-        wal_sync = format!("{:?}", db.wal().sync_policy())
+        wal_sync = format!("{:?}", db.wal().sync_policy()),
+        retention_time = format!(
+            "{:?}",
+            Duration::from_millis(db.retention().retention_ms.max(0) as u64)
+        ),
+        retention_size_bytes = db.retention().retention_bytes
     );
 }
 
-async fn run(flags: Config) -> Result<(), String> {
+async fn run(flags: Config, args: Vec<String>) -> Result<(), String> {
     let (stop_tx, stop) = shutdown_signal()?;
+    // Installed now: SIGHUP's default action would kill the process during recovery.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("SIGHUP handler: {e}"))?;
     let listener = bind(&flags.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", flags.listen))?;
@@ -111,6 +119,8 @@ async fn run(flags: Config) -> Result<(), String> {
     );
     let state = AppState::new(flags.server.clone());
     state.set_quit(stop_tx);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+    state.set_reload(reload_tx);
     let server = tokio::spawn(server::serve(
         listener,
         Arc::clone(&state),
@@ -118,7 +128,7 @@ async fn run(flags: Config) -> Result<(), String> {
     ));
 
     let path = flags.path.clone();
-    let mut opts = flags.opts;
+    let mut opts = flags.opts.clone();
     // A progress line at most every 5 s (and for the last segment), for long replays.
     let last_log = std::sync::Mutex::new(Instant::now());
     opts.replay_progress = Some(ProgressFn(Arc::new(move |p: ReplayProgress| {
@@ -156,6 +166,14 @@ async fn run(flags: Config) -> Result<(), String> {
     let db = Arc::new(db);
     log_open(&flags.path, &db);
     state.set_ready(Arc::clone(&db));
+    tokio::spawn(reloader(
+        hangup,
+        reload_rx,
+        args,
+        flags.clone(),
+        Arc::clone(&state),
+        Arc::clone(&db),
+    ));
     let housekeeping = tokio::spawn(housekeeping(
         Arc::clone(&db),
         flags.housekeeping,
@@ -185,6 +203,137 @@ async fn run(flags: Config) -> Result<(), String> {
         "closed cleanly",
         duration = format!("{:?}", start.elapsed())
     );
+    Ok(())
+}
+
+/// Serve reloads (SIGHUP, `/-/reload`) one at a time, for the life of the process.
+async fn reloader(
+    mut hangup: tokio::signal::unix::Signal,
+    mut requests: tokio::sync::mpsc::Receiver<server::ReloadRequest>,
+    args: Vec<String>,
+    started: Config,
+    state: Arc<AppState>,
+    db: Arc<Db>,
+) {
+    loop {
+        let answer = tokio::select! {
+            s = hangup.recv() => match s {
+                Some(()) => None,
+                None => return,
+            },
+            r = requests.recv() => match r {
+                Some(done) => Some(done),
+                None => return,
+            },
+        };
+        let (a, st, d, s) = (
+            args.clone(),
+            Arc::clone(&state),
+            Arc::clone(&db),
+            started.clone(),
+        );
+        // Parsing reads the config files: off the async threads.
+        let res = tokio::task::spawn_blocking(move || reload(&a, &s, &st, &d))
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))
+            .and_then(|r| r);
+        match &res {
+            Ok(()) => log_info!("configuration reloaded"),
+            Err(e) => log_error!("configuration not reloaded; the running one stays", err = e),
+        }
+        if let Some(done) = answer {
+            let _ = done.send(res);
+        }
+    }
+}
+
+/// Re-read the flags, `--config.file` and `--web.config.file` (all checked before anything
+/// changes) and put in force what can change while serving: log level and format, remote
+/// read/write limits, the admin and lifecycle switches, retention and the largest block.
+/// Settings that need a restart are named in a warning and keep their running values.
+fn reload(args: &[String], started: &Config, state: &AppState, db: &Db) -> Result<(), String> {
+    let new = match config::parse_args(args.iter().cloned())? {
+        Command::Run(c) => *c,
+        Command::Help => return Err("the command line asks for --help".into()),
+    };
+    let old = state.cfg();
+    let mut restart: Vec<&str> = Vec::new();
+    let web_path =
+        |c: &Option<Arc<server::web::WebConfig>>| c.as_ref().map(|w| w.path().to_path_buf());
+    let checks: [(&str, bool); 12] = [
+        ("web.listen-address", new.listen != started.listen),
+        (
+            "web.config.file",
+            web_path(&new.server.web) != web_path(&old.web),
+        ),
+        (
+            "web.read-timeout",
+            new.server.read_timeout != old.read_timeout,
+        ),
+        (
+            "web.max-connections",
+            new.server.max_connections != old.max_connections,
+        ),
+        ("storage.tsdb.path", new.path != started.path),
+        (
+            "storage.tsdb.wal-sync",
+            format!("{:?}", new.opts.wal.sync) != format!("{:?}", started.opts.wal.sync),
+        ),
+        (
+            "storage.tsdb.wal-segment-size",
+            new.opts.wal.segment_size != started.opts.wal.segment_size,
+        ),
+        (
+            "storage.tsdb.min-block-duration",
+            new.opts.block_range_ms != started.opts.block_range_ms,
+        ),
+        (
+            "storage.tsdb.max-series",
+            new.opts.max_series != started.opts.max_series,
+        ),
+        (
+            "storage.tsdb.housekeeping-interval",
+            new.housekeeping != started.housekeeping,
+        ),
+        (
+            "storage.remote.read-concurrent-limit",
+            new.server.read_concurrent_limit != old.read_concurrent_limit,
+        ),
+        (
+            "body limits",
+            format!("{:?}", new.server.body) != format!("{:?}", old.body),
+        ),
+    ];
+    for (name, changed) in checks {
+        if changed {
+            restart.push(name);
+        }
+    }
+    let mut cfg = new.server.clone();
+    // Kept: sized into semaphores and listeners at start, or watched by the running web config
+    // (which re-reads its own file when it changes).
+    cfg.web = old.web.clone();
+    cfg.read_timeout = old.read_timeout;
+    cfg.max_connections = old.max_connections;
+    cfg.read_concurrent_limit = old.read_concurrent_limit;
+    cfg.body = old.body;
+    cfg.write_inflight_bytes = old.write_inflight_bytes;
+    if let Some(w) = &cfg.web {
+        w.reload_if_changed()?;
+    }
+    cairn::log::init(new.log_level, new.log_format);
+    state.set_cfg(cfg);
+    db.set_retention(
+        new.opts.retention_ms,
+        new.opts.retention_bytes,
+        new.opts.max_block_duration_ms,
+    );
+    if !restart.is_empty() {
+        log_warn!(
+            "changed settings take effect after a restart; the running values stay",
+            settings = restart.join(",")
+        );
+    }
     Ok(())
 }
 
@@ -270,7 +419,8 @@ async fn housekeeping(db: Arc<Db>, every: Duration, stop: impl std::future::Futu
 }
 
 fn main() -> ExitCode {
-    let flags = match config::parse_args(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flags = match config::parse_args(args.iter().cloned()) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Help) => {
             print!("{}", config::help());
@@ -293,7 +443,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(flags)) {
+    match rt.block_on(run(flags, args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log_error!(&e);

@@ -476,13 +476,13 @@ impl Collector for EngineCollector {
             &mut enc,
             "tsdb_retention_limit_seconds",
             "--storage.tsdb.retention.time (0: no time limit).",
-            db.options().retention_ms as f64 / 1000.0,
+            db.retention().retention_ms as f64 / 1000.0,
         )?;
         gauge(
             &mut enc,
             "tsdb_retention_limit_bytes",
             "--storage.tsdb.retention.size (0: no size limit).",
-            db.options().retention_bytes as f64,
+            db.retention().retention_bytes as f64,
         )?;
         counter(
             &mut enc,

@@ -317,3 +317,83 @@ fn json_logs_are_one_object_per_line() {
     let log = run.reader.join().unwrap();
     assert_eq!(log, "", "--log.level=warn printed info lines");
 }
+
+/// Scrape one gauge's value from `/metrics`.
+fn metric(addr: &str, name: &str) -> f64 {
+    let text = common::http::get(addr, "/metrics").unwrap().text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn sighup_and_reload_endpoint_put_a_changed_config_file_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("cairn.yml");
+    let yml = |retention: &str, label_limit: &str| {
+        format!(
+            "web:\n  listen_address: 127.0.0.1:0\n  enable_lifecycle: true\nstorage:\n  tsdb:\n    \
+             path: {}\n    wal_sync: never\n    retention:\n      time: {retention}\n  remote:\n    \
+             write_label_limit: {label_limit}\n",
+            data.display()
+        )
+    };
+    std::fs::write(&file, yml("15d", "64")).unwrap();
+    let config = format!("--config.file={}", file.display());
+    let run = spawn(&[&config]);
+    run.ready.recv_timeout(Duration::from_secs(30)).unwrap();
+    let addr = run.addr.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        metric(&addr, "cairn_tsdb_retention_limit_seconds"),
+        15.0 * 86400.0
+    );
+
+    // SIGHUP: the new retention is in force.
+    std::fs::write(&file, yml("1d", "64")).unwrap();
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(
+        unsafe { libc::kill(run.child.id() as i32, libc::SIGHUP) },
+        0
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&addr, "cairn_tsdb_retention_limit_seconds") != 86400.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // /-/reload: a broken file is refused (500, the reason), the running config stays.
+    std::fs::write(&file, "storage: { tsdb: { retention: { time: soon } } }\n").unwrap();
+    let mut c = common::http::Client::new(addr.clone());
+    let r = c.post("/-/reload", &[], &[]).unwrap();
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("retention"), "{}", r.text());
+    assert_eq!(metric(&addr, "cairn_tsdb_retention_limit_seconds"), 86400.0);
+
+    // A valid file again, with a lower label limit: 200 and writes with more labels get 400.
+    std::fs::write(&file, yml("1d", "2")).unwrap();
+    let r = c.post("/-/reload", &[], &[]).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let req = common::proto::WriteRequest {
+        timeseries: vec![common::proto::series(
+            &[("__name__", "m"), ("a", "1"), ("b", "2")],
+            &[(cairn::tsdb::head::now_ms(), 1.0)],
+        )],
+        ..Default::default()
+    };
+    let body = common::proto::snappy(&prost::Message::encode_to_vec(&req));
+    let r = c
+        .post("/api/v1/write", &common::server::write_headers(), &body)
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("more than 2 labels"), "{}", r.text());
+    let log = run.stop();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(log.contains("configuration not reloaded"), "{log}");
+}

@@ -65,7 +65,7 @@ impl IntoResponse for Refused {
 
 /// The database, or why there is none to use.
 fn admin_db(st: &AppState) -> Result<Arc<Db>, Refused> {
-    if !st.cfg.enable_admin_api {
+    if !st.cfg().enable_admin_api {
         return Err(Refused::Disabled);
     }
     st.db().cloned().ok_or(Refused::NotReady)

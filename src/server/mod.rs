@@ -97,12 +97,18 @@ const STREAM_QUEUE: usize = 4;
 /// Units of the write budget semaphore.
 const BUDGET_UNIT: usize = 1024;
 
+/// A reload request from `/-/reload`: answered with `Err(reason)` when the new configuration
+/// was refused (the old one stays in force).
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<(), String>>;
+
 /// Shared state of all handlers.
 pub struct AppState {
-    cfg: ServerConfig,
+    /// Replaced as a whole by a reload; each request works with the one it started with.
+    cfg: parking_lot::RwLock<Arc<ServerConfig>>,
     db: Arc<OnceLock<Arc<Db>>>,
     metrics: MetricsRegistry,
     quit: OnceLock<Arc<tokio::sync::watch::Sender<bool>>>,
+    reload: OnceLock<tokio::sync::mpsc::Sender<ReloadRequest>>,
     read_slots: Arc<Semaphore>,
     write_budget: Arc<Semaphore>,
     write_budget_units: usize,
@@ -122,10 +128,27 @@ impl AppState {
             read_slots: Arc::new(Semaphore::new(cfg.read_concurrent_limit.max(1))),
             write_budget: Arc::new(Semaphore::new(units)),
             write_budget_units: units,
-            cfg,
+            cfg: parking_lot::RwLock::new(Arc::new(cfg)),
             db,
             quit: OnceLock::new(),
+            reload: OnceLock::new(),
         })
+    }
+
+    /// The settings in force.
+    pub fn cfg(&self) -> Arc<ServerConfig> {
+        Arc::clone(&self.cfg.read())
+    }
+
+    /// Put reloaded settings in force for requests that start from now on. The caller keeps
+    /// what cannot change while serving (sizes of semaphores, listener limits).
+    pub fn set_cfg(&self, cfg: ServerConfig) {
+        *self.cfg.write() = Arc::new(cfg);
+    }
+
+    /// Where `/-/reload` sends its request (answered with the outcome).
+    pub fn set_reload(&self, tx: tokio::sync::mpsc::Sender<ReloadRequest>) {
+        let _ = self.reload.set(tx);
     }
 
     /// Hand over the recovered data directory: `/-/ready` turns 200, data routes open.
@@ -153,7 +176,7 @@ impl AppState {
             .div_ceil(BUDGET_UNIT)
             .clamp(1, self.write_budget_units) as u32;
         tokio::time::timeout(
-            self.cfg.write_queue_timeout,
+            self.cfg().write_queue_timeout,
             Arc::clone(&self.write_budget).acquire_many_owned(units),
         )
         .await
@@ -175,6 +198,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/-/quit", post(quit).put(quit))
+        .route("/-/reload", post(reload).put(reload))
         .route(
             "/api/v1/admin/tsdb/delete_series",
             post(admin::delete_series).put(admin::delete_series),
@@ -190,7 +214,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     // As in Prometheus, every route (health, readiness and unknown paths included) needs
     // credentials once `basic_auth_users` is set. The layer is there whenever a web config
     // is, since a reload may add users.
-    let r = match &state.cfg.web {
+    let r = match &state.cfg().web {
         Some(w) => r.layer(axum::middleware::from_fn_with_state(
             Arc::clone(w),
             basic_auth,
@@ -245,13 +269,13 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let web = state.cfg.web.clone();
+    let web = state.cfg().web.clone();
     let reloader = web
         .as_ref()
         .map(|w| tokio::spawn(Arc::clone(w).reload_loop()));
     let limits = conn::Limits {
-        read_timeout: state.cfg.read_timeout,
-        max_connections: state.cfg.max_connections,
+        read_timeout: state.cfg().read_timeout,
+        max_connections: state.cfg().max_connections,
     };
     let app = router(state);
     let tls = web.filter(|w| w.tls_enabled());
@@ -287,7 +311,7 @@ async fn metrics(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Respons
 
 /// Graceful stop, as SIGTERM, when `--web.enable-lifecycle` is set.
 async fn quit(State(st): State<Arc<AppState>>) -> Response {
-    if !st.cfg.enable_lifecycle {
+    if !st.cfg().enable_lifecycle {
         return (
             StatusCode::FORBIDDEN,
             "Lifecycle API is not enabled (start cairn with --web.enable-lifecycle).\n",
@@ -301,6 +325,34 @@ async fn quit(State(st): State<Arc<AppState>>) -> Response {
             (StatusCode::OK, "Requesting termination... Goodbye!\n").into_response()
         }
         None => ApiError::Internal("no shutdown channel".into()).into_response(),
+    }
+}
+
+/// Re-read the configuration (as SIGHUP), when `--web.enable-lifecycle` is set: 200 when the
+/// new configuration is in force, 500 with the reason when it was refused.
+async fn reload(State(st): State<Arc<AppState>>) -> Response {
+    if !st.cfg().enable_lifecycle {
+        return (
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled (start cairn with --web.enable-lifecycle).\n",
+        )
+            .into_response();
+    }
+    let Some(tx) = st.reload.get() else {
+        return ApiError::Internal("no reload channel".into()).into_response();
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    if tx.send(done_tx).await.is_err() {
+        return ApiError::Internal("reload handler is gone".into()).into_response();
+    }
+    match done_rx.await {
+        Ok(Ok(())) => (StatusCode::OK, "configuration reloaded\n").into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+        Err(_) => ApiError::Internal("reload was not answered".into()).into_response(),
     }
 }
 
@@ -370,7 +422,7 @@ async fn remote_write_inner(st: &Arc<AppState>, req: Request) -> Result<WriteSum
         header(req.headers(), CONTENT_ENCODING),
     )
     .map_err(ApiError::Write)?;
-    let limits = st.cfg.body;
+    let limits = st.cfg().body;
     // Reserve the body's share of the in-flight budget before reading it (the declared length,
     // or the cap when none is declared), then the decoded request's share before decoding it.
     let declared = content_length(req.headers());
@@ -392,7 +444,7 @@ async fn remote_write_inner(st: &Arc<AppState>, req: Request) -> Result<WriteSum
 
     // The permit moves into the task: if the client goes away, the work (and its memory)
     // still counts until it is done.
-    let labels = st.cfg.labels;
+    let labels = st.cfg().labels;
     let res = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let buf = remote::decompress(&body, &limits)?;
@@ -447,7 +499,7 @@ async fn remote_read_inner(
             )));
         }
     }
-    let limits = st.cfg.body;
+    let limits = st.cfg().body;
     let body = read_body(req, limits.max_body_bytes).await?;
     // Wait for a slot; it is held until the response is complete (streamed ones included).
     let slot = Arc::clone(&st.read_slots)
@@ -467,7 +519,7 @@ async fn remote_read_inner(
     match request.response_type {
         ResponseType::Samples => {
             *kind = "samples";
-            let limit = st.cfg.read_sample_limit;
+            let limit = st.cfg().read_sample_limit;
             let body = tokio::task::spawn_blocking(move || {
                 let _slot = slot;
                 let (raw, stats) = read::samples_response(&db, &request, limit)?;
@@ -495,7 +547,7 @@ async fn remote_read_inner(
         ResponseType::StreamedXorChunks => {
             *kind = STREAMED;
             let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(STREAM_QUEUE);
-            let max_frame = st.cfg.read_max_bytes_in_frame;
+            let max_frame = st.cfg().read_max_bytes_in_frame;
             tokio::task::spawn_blocking(move || {
                 let _slot = slot;
                 let mut emit = |buf: Vec<u8>| tx.blocking_send(Ok(Bytes::from(buf))).is_ok();

@@ -396,6 +396,8 @@ pub struct Db {
     readers: Readers,
     /// One compaction at a time.
     compacting: Mutex<()>,
+    /// Retention time, retention bytes, max block duration (reloadable copies of `opts`).
+    limits: Mutex<(i64, u64, Option<i64>)>,
     pub stats: DbStats,
     _lock: LockFile,
 }
@@ -547,6 +549,11 @@ impl Db {
         report.duration = start.elapsed();
         let readers = Readers::default();
         readers.publish(blocks);
+        let limits = Mutex::new((
+            opts.retention_ms,
+            opts.retention_bytes,
+            opts.max_block_duration_ms,
+        ));
         Ok(Db {
             dir,
             opts,
@@ -556,6 +563,7 @@ impl Db {
             last_recover: Mutex::new(None),
             readers,
             compacting: Mutex::new(()),
+            limits,
             stats: DbStats::default(),
             _lock: lock,
         })
@@ -577,8 +585,25 @@ impl Db {
         &self.report
     }
 
+    /// The options the directory was opened with (retention as it was then: see
+    /// [`Db::retention`]).
     pub fn options(&self) -> &Options {
         &self.opts
+    }
+
+    /// Retention and block-size limits in force (a config reload may change them).
+    pub fn retention(&self) -> Options {
+        let mut o = self.opts.clone();
+        let (ms, bytes, max) = *self.limits.lock();
+        o.retention_ms = ms;
+        o.retention_bytes = bytes;
+        o.max_block_duration_ms = max;
+        o
+    }
+
+    /// Change retention and the largest block size for the next housekeeping runs.
+    pub fn set_retention(&self, retention_ms: i64, retention_bytes: u64, max_block: Option<i64>) {
+        *self.limits.lock() = (retention_ms, retention_bytes, max_block);
     }
 
     /// The blocks as readers see them now.
@@ -865,8 +890,10 @@ impl Db {
     /// Leveled compaction (Prometheus `LeveledCompactor`): merge what the planner picks until
     /// it picks nothing.
     fn compact_blocks(&self, report: &mut CompactReport) -> Result<(), DbError> {
-        let ranges =
-            compact::block_ranges(self.opts.block_range_ms, self.opts.max_block_duration());
+        let ranges = compact::block_ranges(
+            self.opts.block_range_ms,
+            self.retention().max_block_duration(),
+        );
         loop {
             let metas: Vec<BlockMeta> = self
                 .readers
@@ -913,7 +940,8 @@ impl Db {
 
     /// Retention by time and size (Prometheus `BeyondTimeRetention`, `BeyondSizeRetention`).
     fn apply_retention(&self, report: &mut CompactReport) -> Result<(), DbError> {
-        if self.opts.retention_ms == 0 && self.opts.retention_bytes == 0 {
+        let limits = self.retention();
+        if limits.retention_ms == 0 && limits.retention_bytes == 0 {
             return Ok(());
         }
         let usage: Vec<retention::BlockUsage> = self
@@ -928,12 +956,12 @@ impl Db {
             .collect();
         let doomed = retention::select(
             &usage,
-            self.opts.retention_ms,
-            self.opts.retention_bytes,
+            limits.retention_ms,
+            limits.retention_bytes,
             self.wal_and_head_bytes(),
         );
-        if self.opts.retention_bytes > 0 {
-            report.oversized = retention::oversized(&usage, self.opts.retention_bytes);
+        if limits.retention_bytes > 0 {
+            report.oversized = retention::oversized(&usage, limits.retention_bytes);
         }
         if doomed.is_empty() {
             return Ok(());
