@@ -334,12 +334,16 @@ fn a_stop_at_any_merge_or_retention_step_loses_and_doubles_nothing() {
             let db = Db::open(dir.path(), opts()).unwrap();
             push(&db, 12, &mut exp);
         }
-        let mut o = opts();
-        if step == "retention-delete" {
-            // No merging, so whole 1h blocks fall out of a 4h retention.
-            o.max_block_duration_ms = Some(HOUR);
-            o.retention_ms = 4 * HOUR;
-        }
+        let step_opts = || {
+            let mut o = opts();
+            if step == "retention-delete" {
+                // No merging, so whole 1h blocks fall out of a 4h retention.
+                o.max_block_duration_ms = Some(HOUR);
+                o.retention_ms = 4 * HOUR;
+            }
+            o
+        };
+        let mut o = step_opts();
         let fired = Arc::new(AtomicBool::new(false));
         {
             let fired = Arc::clone(&fired);
@@ -362,13 +366,7 @@ fn a_stop_at_any_merge_or_retention_step_loses_and_doubles_nothing() {
         }
         assert!(fired.load(Ordering::SeqCst));
         let _ = std::fs::remove_file(dir.path().join("lock"));
-        let mut o = opts();
-        if step == "retention-delete" {
-            // No merging, so whole 1h blocks fall out of a 4h retention.
-            o.max_block_duration_ms = Some(HOUR);
-            o.retention_ms = 4 * HOUR;
-        }
-        let db = Db::open(dir.path(), o.clone()).unwrap();
+        let db = Db::open(dir.path(), step_opts()).unwrap();
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

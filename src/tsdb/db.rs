@@ -794,11 +794,7 @@ impl Db {
         let current = self.readers.current();
         for b in current.blocks.iter().filter(|b| !b.tombstones().is_empty()) {
             let old = b.meta();
-            let ulid = Ulid::generate_now().map_err(|source| DbError::Io {
-                op: "read random bytes for a block ID",
-                path: self.dir.clone(),
-                source,
-            })?;
+            let ulid = self.new_ulid()?;
             let mut compaction = Compaction::level1(ulid);
             compaction.parents = vec![block::BlockDesc {
                 ulid: old.ulid,
@@ -911,11 +907,7 @@ impl Db {
                 .iter()
                 .filter_map(|u| metas.iter().find(|m| m.ulid == *u).cloned())
                 .collect();
-            let ulid = Ulid::generate_now().map_err(|source| DbError::Io {
-                op: "read random bytes for a block ID",
-                path: self.dir.clone(),
-                source,
-            })?;
+            let ulid = self.new_ulid()?;
             let meta = compact::compacted_meta(&parents, ulid)
                 .ok_or_else(|| DbError::Options("compaction plan names no open block".into()))?;
             let merged = self.merge_blocks(&plan, meta)?;
@@ -977,6 +969,15 @@ impl Db {
             report.retention.push((u, why));
         }
         Ok(())
+    }
+
+    /// A fresh block ID.
+    fn new_ulid(&self) -> Result<Ulid, DbError> {
+        Ulid::generate_now().map_err(|source| DbError::Io {
+            op: "read random bytes for a block ID",
+            path: self.dir.clone(),
+            source,
+        })
     }
 
     /// Replace blocks `gone` by `new` in the block set readers see, then wait for the queries
@@ -1163,11 +1164,7 @@ impl Db {
         }
         let mut symbols: Vec<&str> = distinct.into_iter().collect();
         symbols.sort_unstable();
-        let ulid = Ulid::generate_now().map_err(|source| DbError::Io {
-            op: "read random bytes for a block ID",
-            path: self.dir.clone(),
-            source,
-        })?;
+        let ulid = self.new_ulid()?;
         let mapper = self.head.chunk_mapper();
         let writer = BlockWriter {
             segment_size: self.opts.block_segment_size,
