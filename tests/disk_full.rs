@@ -26,7 +26,7 @@
 //!    samples are served, and a copy of the directory taken now (what a crash would leave:
 //!    tmpfs has no page cache apart from the files) opens with exactly them;
 //! 5. delete the filler: compaction succeeds, the head's old ranges are blocks, appends are
-//!    acknowledged again once the WAL has recovered, head chunks cut now reach `chunks_head/`,
+//!    acknowledged again once the WAL has recovered, head chunks cut now raise no write error,
 //!    every acknowledged sample reads back;
 //! 6. close and reopen on the same tmpfs: every acknowledged sample exactly once, no leftovers,
 //!    no WAL repair and no dropped head chunks in the open report; one more hour of data and a
@@ -172,11 +172,10 @@ fn a_full_disk_fails_compaction_cleanly_and_loses_nothing_acknowledged() {
     );
 }
 
-/// Fails today: `ChunkDiskMapper::chunk` (src/tsdb/head/chunks.rs) flushes the write buffer to
-/// serve a chunk that is still in it, so on a full disk reading such a chunk fails with
-/// `ENOSPC` although its bytes are in memory.
+/// Regression: `ChunkDiskMapper::chunk` (src/tsdb/head/chunks.rs) used to flush the write
+/// buffer to serve a chunk still in it, so on a full disk reading such a chunk failed with
+/// `ENOSPC` although its bytes were in memory. It now serves a copy from the buffer.
 #[test]
-#[ignore = "bug: head chunks still in chunks_head's write buffer are unreadable while the disk is full"]
 fn head_chunks_cut_on_a_full_disk_are_readable_while_it_is_full() {
     run(
         "head_chunks_cut_on_a_full_disk_are_readable_while_it_is_full",
@@ -192,11 +191,10 @@ fn head_chunks_cut_on_a_full_disk_are_readable_while_it_is_full() {
     );
 }
 
-/// Fails today: `ChunkDiskMapper::flush_locked` (src/tsdb/head/chunks.rs) keeps its whole
-/// buffer after a write that `ENOSPC` cut short, and writes it again after the part that
-/// landed: every chunk behind that part is shifted, and reads as corrupt.
+/// Regression: `ChunkDiskMapper::flush_locked` (src/tsdb/head/chunks.rs) used to append its
+/// whole buffer again after a write `ENOSPC` cut short, shifting every later chunk. It now
+/// writes at the file offset written up to, so a retry overwrites the partial bytes.
 #[test]
-#[ignore = "bug: a chunks_head flush cut short by ENOSPC is written twice, shifting later chunks"]
 fn head_chunks_cut_on_a_full_disk_read_back_once_space_returns() {
     run(
         "head_chunks_cut_on_a_full_disk_read_back_once_space_returns",
@@ -212,13 +210,12 @@ fn head_chunks_cut_on_a_full_disk_read_back_once_space_returns() {
     );
 }
 
-/// Fails today: `ChunkDiskMapper::cut_file` (src/tsdb/head/chunks.rs) creates the next file,
-/// then fails to write its header on the full disk and leaves the empty file behind without
-/// moving on to its number; every later cut fails to create that file again (`EEXIST`), so
-/// no head chunk reaches `chunks_head/` until a restart, which reports the empty file as a
-/// dropped tail.
+/// Regression: `ChunkDiskMapper::cut_file` (src/tsdb/head/chunks.rs) used to leave a
+/// headerless file behind when its header write failed, so every later cut failed (`EEXIST`)
+/// until a restart. It now removes the file. The series whose chunk could not be written keep
+/// later chunks in memory until truncation drops the gap (replay trusts a series' chunks in
+/// `chunks_head/` as gap-free), which the reopen check here would catch as lost samples.
 #[test]
-#[ignore = "bug: after one failed chunks_head file creation, every later one fails until a restart"]
 fn chunks_head_is_written_again_once_space_returns() {
     run(
         "chunks_head_is_written_again_once_space_returns",

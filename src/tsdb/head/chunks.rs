@@ -66,10 +66,18 @@ pub enum ChunkFileError {
     UnknownFile(u64),
 }
 
-/// A chunk's bytes inside a mapped file (kept alive by the `Arc`).
+/// What a [`MappedChunk`]'s bytes live in.
+#[derive(Clone)]
+enum Backing {
+    Map(Arc<Mmap>),
+    /// A copy of a chunk still in the write buffer (its file could not be written yet).
+    Owned(Arc<[u8]>),
+}
+
+/// A chunk's bytes inside a mapped file (kept alive by the `Arc`), or a copy.
 #[derive(Clone)]
 pub struct MappedChunk {
-    map: Arc<Mmap>,
+    backing: Backing,
     start: usize,
     end: usize,
 }
@@ -77,14 +85,30 @@ pub struct MappedChunk {
 impl MappedChunk {
     /// Bytes `start..end` of `map` (out-of-range bounds read as empty, never panic).
     pub fn new(map: Arc<Mmap>, start: usize, end: usize) -> MappedChunk {
-        MappedChunk { map, start, end }
+        MappedChunk {
+            backing: Backing::Map(map),
+            start,
+            end,
+        }
+    }
+
+    fn owned(data: &[u8]) -> MappedChunk {
+        MappedChunk {
+            backing: Backing::Owned(Arc::from(data)),
+            start: 0,
+            end: data.len(),
+        }
     }
 }
 
 impl Deref for MappedChunk {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        self.map.get(self.start..self.end).unwrap_or_default()
+        let all: &[u8] = match &self.backing {
+            Backing::Map(m) => m,
+            Backing::Owned(b) => b,
+        };
+        all.get(self.start..self.end).unwrap_or_default()
     }
 }
 
@@ -371,7 +395,9 @@ impl ChunkDiskMapper {
         let m = w.file_maxt.entry(seq).or_insert(maxt);
         *m = (*m).max(maxt);
         if w.buf.len() >= WRITE_BUFFER {
-            self.flush_locked(&mut w)?;
+            // The entry is in the buffer and readable from there (`chunk`); a failed write
+            // (a full disk) is retried at the next flush, from the same file offset.
+            let _ = self.flush_locked(&mut w);
         }
         Ok(ChunkRef::new(w.seq, off as u32))
     }
@@ -392,11 +418,16 @@ impl ChunkDiskMapper {
         let mut header = [0u8; HEADER_SIZE];
         header[..4].copy_from_slice(&MAGIC.to_be_bytes());
         header[4] = 1;
-        f.write_all(&header).map_err(|source| ChunkFileError::Io {
-            op: "write",
-            path,
-            source,
-        })?;
+        if let Err(source) = f.write_all(&header) {
+            // Leave no headerless file behind: the next cut creates this number again.
+            drop(f);
+            let _ = fs::remove_file(&path);
+            return Err(ChunkFileError::Io {
+                op: "write",
+                path,
+                source,
+            });
+        }
         w.seq = seq;
         w.file = Some(f);
         w.size = HEADER_SIZE as u64;
@@ -409,13 +440,17 @@ impl ChunkDiskMapper {
             return Ok(());
         }
         let path = file_name(&self.dir, w.seq);
-        let Some(f) = w.file.as_mut() else {
+        let Some(f) = w.file.as_ref() else {
             return Ok(());
         };
-        f.write_all(&w.buf).map_err(|source| ChunkFileError::Io {
-            op: "write",
-            path,
-            source,
+        // At the offset the file was written up to: a write cut short (ENOSPC) is redone from
+        // there in full, never appended again after its partial bytes.
+        std::os::unix::fs::FileExt::write_all_at(f, &w.buf, w.flushed).map_err(|source| {
+            ChunkFileError::Io {
+                op: "write",
+                path,
+                source,
+            }
         })?;
         w.flushed += w.buf.len() as u64;
         w.buf.clear();
@@ -435,15 +470,26 @@ impl ChunkDiskMapper {
         let mapped = self.maps.read().get(&seq).cloned();
         if let Some(map) = mapped {
             if let Ok(Some((_, start, end, _))) = parse_entry(&map, off) {
-                return Ok(MappedChunk { map, start, end });
+                return Ok(MappedChunk::new(map, start, end));
             }
         }
-        // Not mapped (far enough) yet: flush the writer if it holds the bytes, then remap once
-        // and report what the fresh map says.
+        // Not mapped (far enough) yet. Still in the write buffer: serve a copy from there (the
+        // file may not be writable, e.g. a full disk). Otherwise remap once and report what
+        // the fresh map says.
         {
-            let mut w = self.w.lock();
-            if w.seq == seq {
-                self.flush_locked(&mut w)?;
+            let w = self.w.lock();
+            if w.seq == seq && off as u64 >= w.flushed {
+                let rel = (off as u64 - w.flushed) as usize;
+                return match parse_entry(&w.buf, rel) {
+                    Ok(Some((_, start, end, _))) => Ok(MappedChunk::owned(
+                        w.buf.get(start..end).unwrap_or_default(),
+                    )),
+                    _ => Err(ChunkFileError::Corrupt {
+                        path: file_name(&self.dir, seq),
+                        offset: off as u64,
+                        reason: "no chunk at this reference in the write buffer".into(),
+                    }),
+                };
             }
         }
         let path = file_name(&self.dir, seq);
@@ -463,7 +509,7 @@ impl ChunkDiskMapper {
         };
         self.maps.write().insert(seq, Arc::clone(&map));
         match parse_entry(&map, off) {
-            Ok(Some((_, start, end, _))) => Ok(MappedChunk { map, start, end }),
+            Ok(Some((_, start, end, _))) => Ok(MappedChunk::new(map, start, end)),
             Ok(None) => Err(ChunkFileError::Corrupt {
                 path,
                 offset: off as u64,

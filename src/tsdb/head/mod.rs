@@ -305,6 +305,11 @@ struct SeriesData {
     /// Set (under this lock) when head truncation removed the series from the indexes; an
     /// append that resolved it earlier sees this after locking and resolves again.
     removed: bool,
+    /// A closed chunk could not be written to `chunks_head/`: this and every later closed
+    /// chunk of the series stay in memory. Replay trusts a series' mapped chunks as a gap-free
+    /// prefix (WAL samples up to the last one are skipped), so no later chunk may reach the
+    /// file after a missing one.
+    memory_only: bool,
 }
 
 /// One series in the head.
@@ -342,6 +347,7 @@ impl SeriesData {
             last_t: i64::MIN,
             last_v: 0,
             removed: false,
+            memory_only: false,
         }
     }
 
@@ -388,21 +394,30 @@ impl SeriesData {
         if let Some(old) = self.head.take() {
             if old.chunk.num_samples() > 0 {
                 let bytes = old.chunk.bytes();
-                match chunks.write_chunk(sref, old.mint, old.maxt, Encoding::Xor as u8, bytes) {
-                    Ok(cref) => self.closed.push(ClosedChunk::Mapped {
+                let written = if self.memory_only {
+                    None
+                } else {
+                    match chunks.write_chunk(sref, old.mint, old.maxt, Encoding::Xor as u8, bytes) {
+                        Ok(cref) => Some(cref),
+                        Err(_) => {
+                            stats.chunk_write_errors.fetch_add(1, Ordering::Relaxed);
+                            self.memory_only = true;
+                            None
+                        }
+                    }
+                };
+                self.closed.push(match written {
+                    Some(cref) => ClosedChunk::Mapped {
                         cref,
                         mint: old.mint,
                         maxt: old.maxt,
-                    }),
-                    Err(_) => {
-                        stats.chunk_write_errors.fetch_add(1, Ordering::Relaxed);
-                        self.closed.push(ClosedChunk::Mem {
-                            data: Arc::from(bytes),
-                            mint: old.mint,
-                            maxt: old.maxt,
-                        });
-                    }
-                }
+                    },
+                    None => ClosedChunk::Mem {
+                        data: Arc::from(bytes),
+                        mint: old.mint,
+                        maxt: old.maxt,
+                    },
+                });
             }
         }
         stats.chunks_created.fetch_add(1, Ordering::Relaxed);
@@ -418,6 +433,15 @@ impl SeriesData {
     fn truncate_before(&mut self, mint: i64) -> u64 {
         let before = self.closed.len();
         self.closed.retain(|c| c.range().1 >= mint);
+        // The chunks that never reached the file are gone (in a block now): later chunks may
+        // go to the file again without leaving a gap replay would skip over.
+        if !self
+            .closed
+            .iter()
+            .any(|c| matches!(c, ClosedChunk::Mem { .. }))
+        {
+            self.memory_only = false;
+        }
         let mut n = (before - self.closed.len()) as u64;
         if self.head.as_ref().is_some_and(|h| h.maxt < mint) {
             self.head = None;
