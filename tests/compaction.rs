@@ -409,3 +409,36 @@ fn a_damaged_block_is_named_at_open_and_at_query_time_and_nothing_panics() {
         "{err}"
     );
 }
+
+#[test]
+fn a_failed_wal_checkpoint_is_retried_by_the_next_run_without_a_new_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = Load::new(150);
+    let mut exp = Expected::new();
+    let mut o = opts();
+    let first = Arc::new(AtomicBool::new(true));
+    {
+        let first = Arc::clone(&first);
+        o.fault = Some(FaultFn(Arc::new(move |s: &str| {
+            s == "checkpoint" && first.swap(false, Ordering::SeqCst)
+        })));
+    }
+    let db = Db::open(dir.path(), o).unwrap();
+    load.push(&db, i64::MIN, i64::MAX, &mut exp);
+    match db.compact() {
+        Err(DbError::Injected(s)) => assert_eq!(s, "checkpoint"),
+        other => panic!("expected the injected checkpoint failure, got {other:?}"),
+    }
+    // Nothing new to compact, but the checkpoint is owed.
+    let r = db.compact().unwrap();
+    assert!(r.blocks.is_empty(), "{r:?}");
+    assert!(
+        r.checkpoint.is_some(),
+        "the failed checkpoint was not retried: {r:?}"
+    );
+    assert!(r.wal_segments_deleted > 0);
+    assert_same(&db, &exp, "after the retried checkpoint");
+    drop(db);
+    let db = Db::open(dir.path(), opts()).unwrap();
+    assert_same(&db, &exp, "after restart");
+}

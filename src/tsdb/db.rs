@@ -398,6 +398,8 @@ pub struct Db {
     compacting: Mutex<()>,
     /// Retention time, retention bytes, max block duration (reloadable copies of `opts`).
     limits: Mutex<(i64, u64, Option<i64>)>,
+    /// The head's lower bound of a WAL truncation that failed, to retry next time.
+    wal_truncation_pending: Mutex<Option<i64>>,
     pub stats: DbStats,
     _lock: LockFile,
 }
@@ -564,6 +566,7 @@ impl Db {
             readers,
             compacting: Mutex::new(()),
             limits,
+            wal_truncation_pending: Mutex::new(None),
             stats: DbStats::default(),
             _lock: lock,
         })
@@ -874,8 +877,14 @@ impl Db {
             report.chunks_removed += tr.chunks_removed;
             truncated_to = Some(maxt);
         }
-        if let Some(mint) = truncated_to {
-            self.truncate_wal(mint, &mut report)?;
+        // A WAL truncation that failed before (a full disk) is retried even when no new block
+        // was written: its segments are what a full disk most needs freed.
+        let pending = self.wal_truncation_pending.lock().take();
+        if let Some(mint) = truncated_to.or(pending) {
+            if let Err(e) = self.truncate_wal(mint, &mut report) {
+                *self.wal_truncation_pending.lock() = Some(mint);
+                return Err(e);
+            }
         }
         self.compact_blocks(&mut report)?;
         self.apply_retention(&mut report)?;
