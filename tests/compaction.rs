@@ -442,3 +442,33 @@ fn a_failed_wal_checkpoint_is_retried_by_the_next_run_without_a_new_block() {
     let db = Db::open(dir.path(), opts()).unwrap();
     assert_same(&db, &exp, "after restart");
 }
+
+#[test]
+fn a_run_that_failed_after_publishing_a_block_does_not_write_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = Load::new(20);
+    let mut exp = Expected::new();
+    let mut o = opts();
+    // Only head blocks: no merging that would hide a duplicate.
+    o.max_block_duration_ms = Some(HOUR);
+    let first = Arc::new(AtomicBool::new(true));
+    {
+        let first = Arc::clone(&first);
+        o.fault = Some(FaultFn(Arc::new(move |s: &str| {
+            s == "truncate-head" && first.swap(false, Ordering::SeqCst)
+        })));
+    }
+    let db = Db::open(dir.path(), o).unwrap();
+    load.push(&db, i64::MIN, i64::MAX, &mut exp);
+    assert!(matches!(db.compact(), Err(DbError::Injected(_))));
+    assert_eq!(db.blocks().blocks.len(), 1);
+    db.compact().unwrap();
+    let set = db.blocks();
+    for w in set.blocks.windows(2) {
+        assert!(
+            w[0].meta().max_time <= w[1].meta().min_time,
+            "a range was written twice"
+        );
+    }
+    assert_same(&db, &exp, "after the retried compaction");
+}

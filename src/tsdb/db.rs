@@ -846,6 +846,34 @@ impl Db {
         let mut report = CompactReport::default();
         let range = self.opts.block_range_ms;
         let mut truncated_to = None;
+        let head_result = self.compact_head(range, &mut report, &mut truncated_to);
+        // A WAL truncation that failed before (a full disk), or was never reached because a
+        // later step failed, is done even when no new block was written: its segments are
+        // what a full disk most needs freed.
+        let pending = self.wal_truncation_pending.lock().take();
+        if let Some(mint) = truncated_to.or(pending) {
+            if head_result.is_err() {
+                *self.wal_truncation_pending.lock() = Some(mint);
+            } else if let Err(e) = self.truncate_wal(mint, &mut report) {
+                *self.wal_truncation_pending.lock() = Some(mint);
+                return Err(e);
+            }
+        }
+        head_result?;
+        self.compact_blocks(&mut report)?;
+        self.apply_retention(&mut report)?;
+        report.duration = start.elapsed();
+        Ok(report)
+    }
+
+    /// The head-compaction loop of [`Db::compact`]; `truncated_to` is the head's new lower
+    /// bound after each truncation.
+    fn compact_head(
+        &self,
+        range: i64,
+        report: &mut CompactReport,
+        truncated_to: &mut Option<i64>,
+    ) -> Result<(), DbError> {
         while self.head.compactable() {
             let mint = self.head.min_time();
             let maxt = crate::tsdb::head::range_for_timestamp(mint, range);
@@ -855,7 +883,14 @@ impl Db {
             self.fault("raise-min-valid")?;
             self.head.raise_min_valid(maxt);
             self.fault("write-block")?;
-            if let Some(meta) = self.write_head_block(&self.dir, mint, maxt)? {
+            // A run that failed after publishing this range's block (say, truncating the head)
+            // must not write it again: truncate only.
+            let written = if self.readers.current().max_time() >= maxt {
+                None
+            } else {
+                self.write_head_block(&self.dir, mint, maxt)?
+            };
+            if let Some(meta) = written {
                 self.fault("publish-block")?;
                 let b = Block::open(&self.dir.join(meta.ulid.to_string()))?;
                 let mut blocks = self.readers.current().blocks.clone();
@@ -875,21 +910,9 @@ impl Db {
             })?;
             report.series_removed += tr.series_removed;
             report.chunks_removed += tr.chunks_removed;
-            truncated_to = Some(maxt);
+            *truncated_to = Some(maxt);
         }
-        // A WAL truncation that failed before (a full disk) is retried even when no new block
-        // was written: its segments are what a full disk most needs freed.
-        let pending = self.wal_truncation_pending.lock().take();
-        if let Some(mint) = truncated_to.or(pending) {
-            if let Err(e) = self.truncate_wal(mint, &mut report) {
-                *self.wal_truncation_pending.lock() = Some(mint);
-                return Err(e);
-            }
-        }
-        self.compact_blocks(&mut report)?;
-        self.apply_retention(&mut report)?;
-        report.duration = start.elapsed();
-        Ok(report)
+        Ok(())
     }
 
     /// Leveled compaction (Prometheus `LeveledCompactor`): merge what the planner picks until
