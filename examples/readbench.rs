@@ -14,8 +14,12 @@
 #[path = "loadgen/workload.rs"]
 mod workload;
 // `workload` builds its labels with these messages; the read path uses them too.
+#[path = "loadgen/chunks.rs"]
+mod chunks;
 #[path = "../tests/common/proto.rs"]
 mod proto;
+
+use chunks::{cut_chunks, CutChunk};
 
 use std::collections::HashSet;
 use std::fs;
@@ -28,7 +32,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cairn::model::Labels;
 use cairn::tsdb::block::{BlockMeta, BlockWriter, ChunkData, Compaction, NewSeries, Ulid};
-use cairn::tsdb::chunkenc::{Encoding, XorChunk, XorIterator, SAMPLES_PER_CHUNK};
+use cairn::tsdb::chunkenc::{Encoding, XorIterator};
+use cairn::tsdb::head::range_for_timestamp;
 use proto::{ChunkEncoding, LabelMatcher, MatchType, Query, ReadRequest, ResponseType};
 use workload::{Config, Workload};
 
@@ -239,75 +244,6 @@ fn parse_gen(args: &[String]) -> Result<Option<GenArgs>, Error> {
     }
     a.end_ms = a.end_ms.div_euclid(BLOCK_MS) * BLOCK_MS;
     Ok(Some(a))
-}
-
-/// One chunk as the head would have closed it.
-struct CutChunk {
-    mint: i64,
-    maxt: i64,
-    data: Vec<u8>,
-}
-
-/// Prometheus's `rangeForTimestamp`: the end of the block range `t` falls in.
-fn range_for_timestamp(t: i64, width: i64) -> i64 {
-    (t / width) * width + width
-}
-
-/// Prometheus's `computeChunkEndTime`.
-fn compute_chunk_end_time(start: i64, cur: i64, max: i64) -> i64 {
-    let denom = (cur - start + 1).saturating_mul(4);
-    let n = if denom > 0 { (max - start) / denom } else { 1 };
-    if n <= 1 {
-        max
-    } else {
-        start + (max - start) / n
-    }
-}
-
-/// Cut time-ordered samples into XOR chunks the way Prometheus 2.42's head does
-/// (`memSeries.append` with `chunkRange`): a new chunk at the first sample, when a sample
-/// reaches `next_at` — the end of the sample's block range, moved earlier by
-/// `computeChunkEndTime` once the chunk holds a quarter of 120 samples, so chunks even out at
-/// about 120 samples — or after 240 samples. No chunk crosses a block boundary.
-fn cut_chunks(samples: impl Iterator<Item = (i64, f64)>, chunk_range: i64) -> Vec<CutChunk> {
-    let mut out: Vec<CutChunk> = Vec::new();
-    let mut cur: Option<(XorChunk, i64, i64)> = None;
-    let mut next_at = i64::MIN;
-    for (t, v) in samples {
-        let cut = match &cur {
-            None => true,
-            Some((c, mint, maxt)) => {
-                let n = usize::from(c.num_samples());
-                if n == SAMPLES_PER_CHUNK / 4 {
-                    next_at = compute_chunk_end_time(*mint, *maxt, next_at);
-                }
-                t >= next_at || n >= SAMPLES_PER_CHUNK * 2
-            }
-        };
-        if cut {
-            if let Some((c, mint, maxt)) = cur.take() {
-                out.push(CutChunk {
-                    mint,
-                    maxt,
-                    data: c.into_bytes(),
-                });
-            }
-            cur = Some((XorChunk::new(), t, t));
-            next_at = range_for_timestamp(t, chunk_range);
-        }
-        if let Some((c, _, maxt)) = cur.as_mut() {
-            c.append(t, v);
-            *maxt = t;
-        }
-    }
-    if let Some((c, mint, maxt)) = cur {
-        out.push(CutChunk {
-            mint,
-            maxt,
-            data: c.into_bytes(),
-        });
-    }
-    out
 }
 
 fn generate(a: &GenArgs) -> Result<(), Error> {

@@ -328,7 +328,7 @@ pub fn range_for_timestamp(t: i64, width: i64) -> i64 {
 }
 
 /// Prometheus's `computeChunkEndTime`.
-fn compute_chunk_end_time(start: i64, cur: i64, max: i64) -> i64 {
+pub fn compute_chunk_end_time(start: i64, cur: i64, max: i64) -> i64 {
     let denom = (cur - start + 1).saturating_mul(4);
     let n = if denom > 0 { (max - start) / denom } else { 1 };
     if n <= 1 {
