@@ -472,3 +472,58 @@ fn a_run_that_failed_after_publishing_a_block_does_not_write_it_again() {
     }
     assert_same(&db, &exp, "after the retried compaction");
 }
+
+#[test]
+fn compaction_keeps_going_after_the_block_range_shrinks() {
+    // Chunks cut on a 2h range straddle the 1h boundaries after a restart with 1h blocks.
+    let dir = tempfile::tempdir().unwrap();
+    let load = Load::new(10);
+    let mut exp = Expected::new();
+    let mut o2 = opts();
+    o2.block_range_ms = 2 * HOUR;
+    {
+        let db = Db::open(dir.path(), o2).unwrap();
+        load.push(&db, i64::MIN, load.start + 170 * STEP, &mut exp);
+    }
+    let db = Db::open(dir.path(), opts()).unwrap();
+    db.compact().unwrap();
+    let mut from = load.start + 170 * STEP;
+    while from <= load.end {
+        let to = from + HOUR;
+        load.push(&db, from, to, &mut exp);
+        db.compact().unwrap();
+        from = to;
+    }
+    let span = db.head().max_time() - db.head().min_time();
+    assert!(
+        span <= HOUR / 2 * 3,
+        "the head stopped being compacted: it spans {span} ms, blocks {:?}",
+        db.blocks()
+            .blocks
+            .iter()
+            .map(|b| (b.meta().min_time, b.meta().max_time))
+            .collect::<Vec<_>>()
+    );
+    assert_same(&db, &exp, "after compactions with the smaller range");
+}
+
+#[test]
+fn a_range_whose_samples_were_all_deleted_leaves_no_block_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = Load::new(5);
+    let mut exp = Expected::new();
+    let db = Db::open(dir.path(), opts()).unwrap();
+    load.push(&db, i64::MIN, i64::MAX, &mut exp);
+    let all = Matcher::new(MatchType::Equal, "job", "compaction").unwrap();
+    db.delete(&[all], i64::MIN, load.start + 2 * HOUR).unwrap();
+    db.compact().unwrap();
+    let on_disk = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join("meta.json").exists())
+        .count();
+    assert_eq!(
+        on_disk,
+        db.blocks().blocks.len(),
+        "an unpublished block directory was left"
+    );
+}

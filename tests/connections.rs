@@ -90,3 +90,93 @@ fn connections_beyond_the_limit_wait_for_a_free_slot() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     drop(b);
 }
+
+#[test]
+fn a_streamed_read_whose_client_takes_nothing_is_abandoned_after_the_read_timeout() {
+    use cairn::tsdb::{AppendSeries, Sample};
+    use common::proto::{LabelMatcher, MatchType, Query, ReadRequest, ResponseType};
+    let cfg = ServerConfig {
+        read_timeout: Duration::from_millis(500),
+        read_concurrent_limit: 1,
+        ..ServerConfig::default()
+    };
+    let mut opts = Options::default();
+    opts.wal.sync = SyncPolicy::Never;
+    let srv = TestServer::start_with(cfg, opts);
+    // Enough data that the answer cannot fit in socket buffers and the producer's queue.
+    let t0 = cairn::tsdb::head::now_ms() - 3_600_000;
+    let ids: Vec<String> = (0..4000).map(|i| format!("{i:05}")).collect();
+    for round in 0..50 {
+        let samples: Vec<Vec<Sample>> = (0..ids.len())
+            .map(|i| {
+                (0..10)
+                    .map(|k| {
+                        let t = t0 + (round * 10 + k) * 5_000;
+                        Sample {
+                            t,
+                            v: (t as f64).sin() * i as f64,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let labels: Vec<[(&str, &str); 2]> = ids
+            .iter()
+            .map(|i| [("__name__", "m"), ("i", i.as_str())])
+            .collect();
+        let batch: Vec<AppendSeries<'_>> = labels
+            .iter()
+            .zip(&samples)
+            .map(|(l, s)| AppendSeries {
+                labels: l,
+                samples: s,
+            })
+            .collect();
+        srv.db.append(&batch).unwrap();
+    }
+    let req = ReadRequest {
+        queries: vec![Query {
+            start_timestamp_ms: t0,
+            end_timestamp_ms: t0 + 3_600_000,
+            matchers: vec![LabelMatcher {
+                r#type: MatchType::Eq as i32,
+                name: "__name__".into(),
+                value: "m".into(),
+            }],
+            ..Default::default()
+        }],
+        accepted_response_types: vec![ResponseType::StreamedXorChunks as i32],
+    };
+    let body = common::proto::encode_read(&req);
+    // A client that sends the request and never reads the answer.
+    let mut stalled = TcpStream::connect(&srv.addr).unwrap();
+    let head = format!(
+        "POST /api/v1/read HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n\
+         Content-Encoding: snappy\r\nX-Prometheus-Remote-Read-Version: 0.1.0\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    stalled.write_all(&body).unwrap();
+    // It holds the only read slot until the producer gives up on it; then a normal read is
+    // served.
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let r = srv.read(&ReadRequest {
+        queries: vec![Query {
+            start_timestamp_ms: t0,
+            end_timestamp_ms: t0 + 60_000,
+            matchers: req.queries[0].matchers.clone(),
+            ..Default::default()
+        }],
+        accepted_response_types: vec![ResponseType::Samples as i32],
+    });
+    assert_eq!(r.status, 200, "{}", r.text());
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(150),
+        "the stalled read did not hold the slot ({waited:?}): the test does not stall it"
+    );
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    drop(stalled);
+}

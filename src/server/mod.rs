@@ -363,6 +363,26 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Send `item` from a blocking-pool thread, waiting at most `limit` for room; `false` when
+/// the receiver is gone or took nothing for that long.
+fn send_within<T>(tx: &mpsc::Sender<T>, item: T, limit: std::time::Duration) -> bool {
+    // Blocking-pool threads may block on the runtime (tokio documents `Handle::block_on` for
+    // them); the wait itself is the same as `blocking_send`'s, with a deadline.
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => match h.block_on(tokio::time::timeout(limit, tx.send(item))) {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                crate::log_warn!(
+                    "streamed remote read abandoned: the client took nothing",
+                    waited = format!("{limit:?}")
+                );
+                false
+            }
+        },
+        Err(_) => tx.blocking_send(item).is_ok(),
+    }
+}
+
 fn header(h: &HeaderMap, name: axum::http::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
@@ -548,9 +568,12 @@ async fn remote_read_inner(
             *kind = STREAMED;
             let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(STREAM_QUEUE);
             let max_frame = st.cfg().read_max_bytes_in_frame;
+            // A client that takes nothing for this long is given up on: the query holds a
+            // read slot and keeps compaction from truncating the head while it runs.
+            let stall = st.cfg().read_timeout;
             tokio::task::spawn_blocking(move || {
                 let _slot = slot;
-                let mut emit = |buf: Vec<u8>| tx.blocking_send(Ok(Bytes::from(buf))).is_ok();
+                let mut emit = |buf: Vec<u8>| send_within(&tx, Ok(Bytes::from(buf)), stall);
                 match read::stream_chunks(&db, &request, max_frame, STREAM_FLUSH_BYTES, &mut emit) {
                     Ok(stats) => {
                         m.read_series.inc_by(stats.series);

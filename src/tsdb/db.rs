@@ -833,7 +833,10 @@ impl Db {
             link_tree(b.dir(), &dst).map_err(io("link", &dst))?;
         }
         if with_head {
-            let (min, max) = (self.head.min_time(), self.head.max_time());
+            // From the newest block's end: a head not truncated yet after a failed run still
+            // holds that block's range.
+            let min = self.head.min_time().max(self.readers.current().max_time());
+            let max = self.head.max_time();
             if min <= max {
                 self.write_head_block(dir, min, max.saturating_add(1))?;
             }
@@ -875,6 +878,8 @@ impl Db {
         truncated_to: &mut Option<i64>,
     ) -> Result<(), DbError> {
         while self.head.compactable() {
+            // Not clamped to the head's lower bound: a run that failed to write this range
+            // raised the bound already, and the range must still become a block.
             let mint = self.head.min_time();
             let maxt = crate::tsdb::head::range_for_timestamp(mint, range);
             if truncated_to.is_some_and(|t| maxt <= t) {
@@ -1236,7 +1241,17 @@ impl Db {
         );
         match (res, source_err) {
             (_, Some(e)) => Err(e),
-            (Ok(meta), None) => Ok((meta.stats.num_samples > 0).then_some(meta)),
+            (Ok(meta), None) if meta.stats.num_samples > 0 => Ok(Some(meta)),
+            (Ok(meta), None) => {
+                // Everything in the range was deleted: no block.
+                let dir = parent.join(meta.ulid.to_string());
+                fileutil::remove_dir_atomic(&dir).map_err(|source| DbError::Io {
+                    op: "remove empty block",
+                    path: dir,
+                    source,
+                })?;
+                Ok(None)
+            }
             (Err(e), None) => Err(e.into()),
         }
     }

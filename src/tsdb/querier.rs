@@ -85,6 +85,7 @@ impl<'a> Cursor<'a> {
         mint: i64,
         maxt: i64,
         mapper: Option<&ChunkDiskMapper>,
+        purge: bool,
     ) -> Result<Part, DbError> {
         match (&self.source, pending) {
             (Source::Block { block, .. }, Pending::Block { id, chunks }) => {
@@ -94,8 +95,15 @@ impl<'a> Cursor<'a> {
                         continue;
                     }
                     let (enc, data) = block.chunks().chunk_shared(m.cref)?;
-                    // Histogram chunks (native histograms in a Prometheus block) are not served.
+                    // Histogram chunks (native histograms in a Prometheus block) are not served;
+                    // a block holding them is not rewritten (that would drop them).
                     if enc != Encoding::Xor as u8 {
+                        if purge {
+                            return Err(DbError::Options(format!(
+                                "block {} holds chunks of encoding {enc} (native histograms),                                  which cairn cannot rewrite; it is left as it is",
+                                block.meta().ulid
+                            )));
+                        }
                         continue;
                     }
                     out.push(ChunkMeta {
@@ -111,8 +119,9 @@ impl<'a> Cursor<'a> {
                 let Some(mapper) = mapper else {
                     return Ok((Vec::new(), Vec::new()));
                 };
-                let mut chunks = s.chunks(mint, maxt, mapper)?;
-                chunks.retain(|c| c.maxt >= *cutoff);
+                // Chunks ending before the cutoff are never looked up: truncation may be
+                // deleting their file.
+                let chunks = s.chunks(mint.max(*cutoff), maxt, mapper)?;
                 Ok((chunks, head.tombstones(s.sref)))
             }
             // A cursor only ever holds its own kind of pending series.
@@ -185,8 +194,13 @@ impl<'a> Merge<'a> {
             for c in &mut self.cursors {
                 if c.current.as_ref().is_some_and(|(l, _)| *l == min) {
                     if let Some((_, pending)) = c.current.take() {
-                        let mut part =
-                            c.take_chunks(pending, self.mint, self.maxt, Some(self.mapper))?;
+                        let mut part = c.take_chunks(
+                            pending,
+                            self.mint,
+                            self.maxt,
+                            Some(self.mapper),
+                            self.purge,
+                        )?;
                         // A chunk wholly inside one deleted interval has nothing left (its
                         // range is its first and last sample); a series left without chunks is
                         // not returned, as in Prometheus.

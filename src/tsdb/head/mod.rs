@@ -1370,6 +1370,12 @@ impl Head {
             }
         }
         self.min_time.fetch_min(new_min, Ordering::AcqRel);
+        // A kept chunk may start before `mint` (cut on another block range): the head's data
+        // below `mint` is in a block, so its min time is `mint` at least, as in Prometheus —
+        // otherwise the next compaction would pick this same range again, forever.
+        self.min_time.fetch_max(mint, Ordering::AcqRel);
+        // Deleted intervals stay while a kept chunk may still hold samples they cover.
+        let keep_stones_from = new_min.min(mint);
         if !removed.is_empty() {
             for s in &removed {
                 let hash = xxhash_rust::xxh64::xxh64(s.labels.encoded().as_bytes(), 0);
@@ -1395,7 +1401,7 @@ impl Head {
         {
             let mut ts = self.tombstones.write();
             ts.retain(|sref, ivs| {
-                ivs.retain(|&(_, b)| b >= mint);
+                ivs.retain(|&(_, b)| b >= keep_stones_from);
                 !ivs.is_empty() && self.series_by_ref(*sref).is_some()
             });
         }
