@@ -330,7 +330,8 @@ pub static SETTINGS: &[Setting] = &[
         flag: "web.read-timeout",
         value: "DUR",
         default: Some("5m"),
-        help: "Longest wait for a request's headers; idle keep-alive connections close after it.",
+        help: "Longest wait for a request's headers; idle keep-alive connections close after \
+               it, and a streamed read whose client takes nothing for this long is abandoned.",
         apply: |c, v| {
             c.server.read_timeout = duration(v)?;
             Ok(())
