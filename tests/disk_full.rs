@@ -132,6 +132,8 @@ fn options() -> Options {
         },
         head_chunk_file_size: 16 * 1024,
         block_segment_size: 256 * 1024,
+        // Head blocks only: whether a merge happens would depend on where now falls.
+        max_block_duration_ms: Some(HOUR),
         ..Options::default()
     }
 }
