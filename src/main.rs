@@ -164,8 +164,9 @@ async fn run(flags: Config, args: Vec<String>) -> Result<(), String> {
         }
     };
     let db = Arc::new(db);
-    log_open(&flags.path, &db);
+    // Ready first, so "data directory ready" in the log means the API answers with data.
     state.set_ready(Arc::clone(&db));
+    log_open(&flags.path, &db);
     tokio::spawn(reloader(
         hangup,
         reload_rx,
