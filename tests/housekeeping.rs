@@ -115,6 +115,26 @@ fn assert_same(db: &Db, exp: &Expected, when: &str) {
     }
 }
 
+/// What reads must return once blocks before the oldest kept one are gone: the samples at or
+/// after its start.
+fn kept_from_oldest_block(db: &Db, exp: &Expected) -> (i64, Expected) {
+    let oldest = db
+        .blocks()
+        .blocks
+        .iter()
+        .map(|b| b.meta().min_time)
+        .min()
+        .unwrap();
+    let kept = exp
+        .iter()
+        .map(|(k, v)| {
+            let v: Vec<_> = v.iter().copied().filter(|(t, _)| *t >= oldest).collect();
+            (k.clone(), v)
+        })
+        .collect();
+    (oldest, kept)
+}
+
 fn levels(db: &Db) -> Vec<(i64, i64, u32)> {
     db.blocks()
         .blocks
@@ -222,25 +242,7 @@ fn retention_by_time_and_size_removes_exactly_the_oldest_blocks() {
         assert!(!dir.path().join(u.to_string()).exists());
     }
     // What stays reads back exactly: samples at or after the oldest kept block's start.
-    let oldest_kept = db
-        .blocks()
-        .blocks
-        .iter()
-        .map(|b| b.meta().min_time)
-        .min()
-        .unwrap();
-    let kept: Expected = exp
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                v.iter()
-                    .copied()
-                    .filter(|(t, _)| *t >= oldest_kept)
-                    .collect(),
-            )
-        })
-        .collect();
+    let (oldest_kept, kept) = kept_from_oldest_block(&db, &exp);
     assert_same(&db, &kept, "after time retention");
     drop(db);
 
@@ -383,22 +385,7 @@ fn a_stop_at_any_merge_or_retention_step_loses_and_doubles_nothing() {
         if step == "retention-delete" {
             // Retention may or may not have finished; whatever stays is exact.
             db.compact().unwrap();
-            let oldest = db
-                .blocks()
-                .blocks
-                .iter()
-                .map(|b| b.meta().min_time)
-                .min()
-                .unwrap();
-            let kept: Expected = exp
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        v.iter().copied().filter(|(t, _)| *t >= oldest).collect(),
-                    )
-                })
-                .collect();
+            let (_, kept) = kept_from_oldest_block(&db, &exp);
             assert_same(&db, &kept, step);
         } else {
             assert_same(&db, &exp, &format!("{step}: after restart"));
