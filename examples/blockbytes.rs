@@ -25,6 +25,8 @@
 #[path = "loadgen/workload.rs"]
 mod workload;
 // `workload` builds its labels with these messages.
+#[path = "loadgen/args.rs"]
+mod args;
 #[path = "../tests/common/proto.rs"]
 mod proto;
 
@@ -40,7 +42,7 @@ use cairn::tsdb::wal::{SyncPolicy, WalOptions};
 use cairn::tsdb::{AppendSeries, Db, Options, Sample};
 use workload::{Config, Workload};
 
-type Error = Box<dyn std::error::Error>;
+use args::{usage, Error, Usage};
 
 const USAGE: &str = "\
 blockbytes: bytes per sample in cairn's blocks vs promtool's, for the same samples
@@ -107,22 +109,6 @@ fn main() -> ExitCode {
 // ---------------------------------------------------------------------------------------
 // Flags
 // ---------------------------------------------------------------------------------------
-
-/// A command-line mistake (exit status 2).
-#[derive(Debug)]
-struct Usage(String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Usage {}
-
-fn usage(msg: impl Into<String>) -> Error {
-    Box::new(Usage(msg.into()))
-}
 
 /// The command's flags (`--flag value` / `--flag=value`), taken out one by one; whatever is left
 /// at the end is an unknown flag. `Ok(None)` after printing the usage for `--help`.

@@ -22,6 +22,8 @@
 #[path = "loadgen/workload.rs"]
 mod workload;
 // `workload` builds its labels with these messages.
+#[path = "loadgen/args.rs"]
+mod args;
 #[path = "loadgen/chunks.rs"]
 mod chunks;
 #[path = "../tests/common/proto.rs"]
@@ -45,7 +47,7 @@ use cairn::tsdb::wal::{SyncPolicy, WalOptions};
 use cairn::tsdb::{Db, Options, Sample};
 use workload::{Config, Workload};
 
-type Error = Box<dyn std::error::Error>;
+use args::{flag_pairs, num, usage, Error, Usage};
 
 const USAGE: &str = "\
 mergebench: leveled compaction of three 2h blocks into one 6h block — throughput, peak
@@ -104,65 +106,13 @@ fn main() -> ExitCode {
 // Flags
 // ---------------------------------------------------------------------------------------
 
-/// A command-line mistake (exit status 2).
-#[derive(Debug)]
-struct Usage(String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Usage {}
-
-fn usage(msg: impl Into<String>) -> Error {
-    Box::new(Usage(msg.into()))
-}
-
-/// `(flag, value)` pairs from `--flag value` / `--flag=value` for the flags in `known`;
-/// `Ok(None)` for `--help`.
-fn flag_pairs(args: &[String], known: &[&str]) -> Result<Option<Vec<(String, String)>>, Error> {
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        if arg == "--help" || arg == "-h" {
-            print!("{USAGE}");
-            return Ok(None);
-        }
-        if !arg.starts_with("--") {
-            return Err(usage(format!("unexpected argument {arg:?} (see --help)")));
-        }
-        let name = arg.split_once('=').map_or(arg.as_str(), |(f, _)| f);
-        if !known.contains(&name) {
-            return Err(usage(format!("unknown flag {name:?} (see --help)")));
-        }
-        let (flag, value) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), v.to_string()),
-            None => {
-                let v = it
-                    .next()
-                    .ok_or_else(|| usage(format!("{arg} needs a value")))?;
-                (arg.clone(), v.clone())
-            }
-        };
-        out.push((flag, value));
-    }
-    Ok(Some(out))
-}
-
-fn num<T: std::str::FromStr>(flag: &str, s: &str) -> Result<T, Error> {
-    s.parse()
-        .map_err(|_| usage(format!("{flag}: bad number {s:?}")))
-}
-
 struct Args {
     series: usize,
     dir: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Option<Args>, Error> {
-    let Some(pairs) = flag_pairs(args, &["--series", "--dir"])? else {
+    let Some(pairs) = flag_pairs(args, USAGE, &["--series", "--dir"])? else {
         return Ok(None);
     };
     let mut a = Args {
@@ -184,7 +134,7 @@ fn parse(args: &[String]) -> Result<Option<Args>, Error> {
 
 /// The internal `gen --dir D --series N --start MS` the parent runs as a child process.
 fn parse_gen(args: &[String]) -> Result<(PathBuf, usize, i64), Error> {
-    let pairs = flag_pairs(args, &["--dir", "--series", "--start"])?
+    let pairs = flag_pairs(args, USAGE, &["--dir", "--series", "--start"])?
         .ok_or_else(|| usage("gen: internal command, no help"))?;
     let (mut dir, mut series, mut start) = (None, None, None);
     for (flag, v) in &pairs {

@@ -14,6 +14,8 @@
 #[path = "loadgen/workload.rs"]
 mod workload;
 // `workload` builds its labels with these messages; the read path uses them too.
+#[path = "loadgen/args.rs"]
+mod args;
 #[path = "loadgen/chunks.rs"]
 mod chunks;
 #[path = "../tests/common/proto.rs"]
@@ -37,7 +39,7 @@ use cairn::tsdb::head::range_for_timestamp;
 use proto::{ChunkEncoding, LabelMatcher, MatchType, Query, ReadRequest, ResponseType};
 use workload::{Config, Workload};
 
-type Error = Box<dyn std::error::Error>;
+use args::{flag_pairs, num, usage, Error, Usage};
 
 const USAGE: &str = "\
 readbench: streamed remote-read benchmark (cairn vs Prometheus on the same blocks)
@@ -117,53 +119,6 @@ fn main() -> ExitCode {
 // Flags
 // ---------------------------------------------------------------------------------------
 
-/// A command-line mistake (exit status 2).
-#[derive(Debug)]
-struct Usage(String);
-
-impl std::fmt::Display for Usage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Usage {}
-
-fn usage(msg: impl Into<String>) -> Error {
-    Box::new(Usage(msg.into()))
-}
-
-/// `(flag, value)` pairs from `--flag value` / `--flag=value`; `Ok(None)` for `--help`.
-fn flag_pairs(args: &[String]) -> Result<Option<Vec<(String, String)>>, Error> {
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        if arg == "--help" || arg == "-h" {
-            print!("{USAGE}");
-            return Ok(None);
-        }
-        if !arg.starts_with("--") {
-            return Err(usage(format!("unexpected argument {arg:?} (see --help)")));
-        }
-        let (flag, value) = match arg.split_once('=') {
-            Some((f, v)) => (f.to_string(), v.to_string()),
-            None => {
-                let v = it
-                    .next()
-                    .ok_or_else(|| usage(format!("{arg} needs a value")))?;
-                (arg.clone(), v.clone())
-            }
-        };
-        out.push((flag, value));
-    }
-    Ok(Some(out))
-}
-
-fn num<T: std::str::FromStr>(flag: &str, s: &str) -> Result<T, Error> {
-    s.parse()
-        .map_err(|_| usage(format!("{flag}: bad number {s:?}")))
-}
-
 /// `500ms`, `15s`, `2h`, … (a bare number is seconds).
 fn duration_ms(flag: &str, s: &str) -> Result<i64, Error> {
     let (n, mult) = if let Some(n) = s.strip_suffix("ms") {
@@ -214,7 +169,7 @@ struct GenArgs {
 }
 
 fn parse_gen(args: &[String]) -> Result<Option<GenArgs>, Error> {
-    let Some(pairs) = flag_pairs(args)? else {
+    let Some(pairs) = flag_pairs(args, USAGE, &[])? else {
         return Ok(None);
     };
     let mut a = GenArgs {
@@ -417,7 +372,7 @@ fn split_url(url: &str) -> Result<(String, String), Error> {
 }
 
 fn parse_query(args: &[String]) -> Result<Option<QueryArgs>, Error> {
-    let Some(pairs) = flag_pairs(args)? else {
+    let Some(pairs) = flag_pairs(args, USAGE, &[])? else {
         return Ok(None);
     };
     let mut a = QueryArgs {
