@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! promtool 2.42 (the real binary, no mock) reads a block we wrote: `tsdb list` shows our
-//! ULID, time range and stats, `tsdb analyze` succeeds, and `tsdb dump` prints exactly our
-//! samples. Fails with install instructions if promtool is missing.
+//! promtool 2.42 and 3.x (the real binaries, no mock) read a block we wrote: `tsdb list` shows
+//! our ULID, time range and stats, `tsdb analyze` succeeds, and `tsdb dump` prints exactly our
+//! samples. Fails with install instructions if a promtool is missing.
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::process::Command;
 use cairn::model::Labels;
 use cairn::tsdb::block::{BlockWriter, Compaction, NewSeries, Ulid};
 use common::blocks::TestSeries;
-use common::procs::promtool_bin;
+use common::peer::Peer;
 
 const BASE: i64 = 1_672_531_200_000; // 2023-01-01T00:00:00Z, a 2h boundary
 const RANGE: i64 = 2 * 3600 * 1000;
@@ -69,15 +69,15 @@ fn random_series(n: usize) -> Vec<TestSeries> {
     out
 }
 
-fn run(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(promtool_bin())
+fn run(peer: Peer, args: &[&str], dir: &Path) -> String {
+    let out = Command::new(peer.promtool())
         .args(args)
         .arg(dir)
         .output()
         .expect("run promtool");
     assert!(
         out.status.success(),
-        "promtool {args:?} failed: {}\n{}",
+        "{peer}: promtool {args:?} failed: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
@@ -102,8 +102,9 @@ fn parse_go_float(s: &str) -> f64 {
     }
 }
 
-#[test]
-fn promtool_lists_analyzes_and_dumps_our_block() {
+peer_tests!(promtool_lists_analyzes_and_dumps_our_block);
+
+fn promtool_lists_analyzes_and_dumps_our_block(peer: Peer) {
     let series = random_series(300);
     let data = tempfile::tempdir().unwrap();
     fs::create_dir(data.path().join("wal")).unwrap(); // `tsdb dump` opens the DB
@@ -142,7 +143,7 @@ fn promtool_lists_analyzes_and_dumps_our_block() {
     );
 
     // list
-    let list = run(&["tsdb", "list"], data.path());
+    let list = run(peer, &["tsdb", "list"], data.path());
     let row = list
         .lines()
         .find(|l| l.starts_with(&ulid.to_string()))
@@ -156,13 +157,13 @@ fn promtool_lists_analyzes_and_dumps_our_block() {
     assert_eq!(cols[6], "300", "{row}");
 
     // analyze
-    let analyze = run(&["tsdb", "analyze"], data.path());
+    let analyze = run(peer, &["tsdb", "analyze"], data.path());
     assert!(analyze.contains(&format!("Block ID: {ulid}")), "{analyze}");
     assert!(analyze.contains("Series: 300"), "{analyze}");
     assert!(analyze.contains("Label names: 4"), "{analyze}");
 
     // dump: `{labels} value timestamp` per sample.
-    let dump = run(&["tsdb", "dump"], data.path());
+    let dump = run(peer, &["tsdb", "dump"], data.path());
     let mut got: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
     for line in dump.lines() {
         let mut parts = line.rsplitn(3, ' ');

@@ -1,6 +1,7 @@
-//! Blocks, head compaction and migration against the real Prometheus 2.42 binaries
-//! (`prometheus` and `promtool`; a missing one fails with how to install it, these tests never
-//! skip). Every test has its own temp dirs and free ports; every process is killed on drop.
+//! Blocks, head compaction and migration against the real Prometheus binaries (`prometheus` and
+//! `promtool`), each test once per peer: 2.42 and 3.x (`common::peer`; a missing one fails with
+//! how to install it, these tests never skip). Every test has its own temp dirs and free ports;
+//! every process is killed on drop.
 //!
 //! 1. [`promtool_reads_cairns_blocks_wal_and_head_chunks`]: cairn with 1 h blocks and a 1 s
 //!    housekeeping interval is fed 4.5 h of known data through remote write; its head compaction
@@ -8,13 +9,13 @@
 //!    of the live data dir, then `tsdb list` / `analyze` / `dump` of the stopped one, must show
 //!    exactly the acknowledged samples, with block ranges and stats matching the data. Remote
 //!    read of the running cairn and of a restarted one must return every sample bit for bit.
-//! 2. [`prometheus_queries_cairns_data_dir`]: Prometheus 2.42 started on a copy of that data dir
+//! 2. [`prometheus_queries_cairns_data_dir`]: Prometheus started on a copy of that data dir
 //!    answers PromQL (raw selectors over the whole range at the push step, `sum by`, `count`)
 //!    with the values the pushed data implies.
 //! 3. [`cairn_serves_blocks_promtool_created`]: blocks made by `promtool tsdb create-blocks-from
 //!    openmetrics` are served by remote read, SAMPLES bit for bit and STREAMED_XOR_CHUNKS with
 //!    the chunks exactly as stored in promtool's chunk files.
-//! 4. `cairn_opens_prometheus_data_dir_*`: a data dir Prometheus 2.42 wrote (blocks from its own
+//! 4. `cairn_opens_prometheus_data_dir_*`: a data dir Prometheus wrote (blocks from its own
 //!    head compaction, WAL, mmapped `chunks_head/`, and in one variant a WAL checkpoint) copied
 //!    after SIGTERM or SIGKILL: cairn started on it returns, through remote read, exactly what
 //!    Prometheus acknowledged. `cairn_replays_prometheus_*` read only the range after
@@ -33,7 +34,8 @@
 //!   values compare bit for bit, except NaN (every payload prints "NaN").
 //! - The HTTP API renders values with `strconv.FormatFloat(v, 'f', -1, 64)` ("NaN", "+Inf",
 //!   "-Inf", all digits otherwise): compared bit for bit except NaN. 2.42's lookback is
-//!   inclusive: at `t` a series has the newest sample in `[t - 5m, t]`.
+//!   inclusive: at `t` a series has the newest sample in `[t - 5m, t]`; 3.x's is left-open,
+//!   `(t - 5m, t]`.
 //! - Prometheus cuts a block from its head (as cairn must) when the head spans more than 1.5
 //!   ranges: `compactable()` is checked on every appender commit, so a remote write that crosses
 //!   the threshold triggers the compaction at once. Each compaction run truncates the WAL, which
@@ -41,7 +43,7 @@
 //!   no flag for small segments: `--storage.tsdb.wal-segment-size` must be 10MB..256MB).
 //!
 //! To check tests 1 and 2 themselves, set [`STORAGE`] to [`Storage::PrometheusReceiver`]: they
-//! pass with Prometheus 2.42 standing in for cairn.
+//! pass with Prometheus standing in for cairn.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -57,9 +59,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cairn::tsdb::chunkenc::XorIterator;
 use common::http::{urlencode, Client};
 use common::om::{parse_openmetrics, Series, GO_NAN};
+use common::peer::Peer;
 use common::procs::{
-    free_port, free_ports, prometheus_bin, promtool_bin, start_prometheus, write_prometheus_yml,
-    Proc, PromConfig,
+    free_port, free_ports, start_prometheus, write_prometheus_yml, Proc, PromConfig,
 };
 use common::proto::{
     self, Label, LabelMatcher, MatchType, Query, ReadRequest, ResponseType, Sample, TimeSeries,
@@ -565,16 +567,16 @@ fn stop_cleanly(p: &mut Proc) {
     );
 }
 
-/// Run promtool with `args` and `dir` last; stdout, or the status and stderr.
-fn promtool(args: &[&str], dir: &Path) -> Result<String, String> {
-    let out = Command::new(promtool_bin())
+/// Run the peer's promtool with `args` and `dir` last; stdout, or the status and stderr.
+fn promtool(peer: Peer, args: &[&str], dir: &Path) -> Result<String, String> {
+    let out = Command::new(peer.promtool())
         .args(args)
         .arg(dir)
         .output()
         .map_err(|e| format!("cannot run promtool: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "promtool {} {} failed ({}):\n{}{}",
+            "{peer}: promtool {} {} failed ({}):\n{}{}",
             args.join(" "),
             dir.display(),
             out.status,
@@ -905,20 +907,21 @@ fn parse_dump(text: &str) -> Result<Series, String> {
     Ok(out)
 }
 
-/// Dump `dir` with promtool and require exactly `want` (NaN payloads aside).
-fn check_dump(dir: &Path, want: &Series, what: &str) {
+/// Dump `dir` with the peer's promtool and require exactly `want` (NaN payloads aside).
+fn check_dump(peer: Peer, dir: &Path, want: &Series, what: &str) {
     let blocks = blocks_in(dir).unwrap();
-    let dump = promtool(&["tsdb", "dump"], dir).unwrap_or_else(|e| {
+    let dump = promtool(peer, &["tsdb", "dump"], dir).unwrap_or_else(|e| {
         panic!(
-            "promtool tsdb dump of {what} failed: {e}\ndir:{}",
+            "{peer}: promtool tsdb dump of {what} failed: {e}\ndir:{}",
             listing(dir)
         )
     });
-    let got = parse_dump(&dump).unwrap_or_else(|e| panic!("promtool tsdb dump of {what}: {e}"));
+    let got =
+        parse_dump(&dump).unwrap_or_else(|e| panic!("{peer}: promtool tsdb dump of {what}: {e}"));
     let result = diff(want, &got, Exact::NanAsOne, &placer(&blocks));
     if let Err(e) = result {
         panic!(
-            "promtool tsdb dump of {what} differs from the acknowledged samples (blocks {:?}): {e}\ndir:{}",
+            "{peer}: promtool tsdb dump of {what} differs from the acknowledged samples (blocks {:?}): {e}\ndir:{}",
             block_ranges(&blocks),
             listing(dir)
         );
@@ -935,7 +938,7 @@ fn check_dump(dir: &Path, want: &Series, what: &str) {
 enum Storage {
     /// The `cairn` binary with [`COMPACTION_FLAGS`].
     Cairn,
-    /// Prometheus 2.42 with the remote-write receiver and 1h blocks: it compacts its head by the
+    /// The peer's Prometheus with the remote-write receiver and 1h blocks: it compacts its head by the
     /// same rule (on commit rather than on a timer) and serves remote read, so tests 1 and 2
     /// pass against it; used to check the tests independently of cairn.
     PrometheusReceiver,
@@ -944,7 +947,14 @@ enum Storage {
 const STORAGE: Storage = Storage::Cairn;
 
 /// Start the storage under test on `data` at 127.0.0.1:`port`, ready.
-fn start_storage(kind: Storage, name: &str, data: &Path, port: u16, log_dir: &Path) -> Proc {
+fn start_storage(
+    peer: Peer,
+    kind: Storage,
+    name: &str,
+    data: &Path,
+    port: u16,
+    log_dir: &Path,
+) -> Proc {
     match kind {
         Storage::Cairn => {
             start_cairn(name, data, port, &COMPACTION_FLAGS, log_dir).unwrap_or_else(|e| {
@@ -957,11 +967,13 @@ fn start_storage(kind: Storage, name: &str, data: &Path, port: u16, log_dir: &Pa
         }
         Storage::PrometheusReceiver => {
             let yml = write_prometheus_yml(
+                peer,
                 log_dir,
                 &format!("{name}.yml"),
                 &PromConfig::default().to_yaml(),
             );
             let mut p = start_prometheus(
+                peer,
                 name,
                 &yml,
                 data,
@@ -996,13 +1008,13 @@ struct CairnWithBlocks {
 
 /// cairn with 1 h blocks and a 1 s housekeeping interval, fed 4.5 h of data ending now through
 /// remote write, once its data dir holds exactly the blocks head compaction must cut (≥ 3).
-fn cairn_with_blocks(prefix: &str) -> CairnWithBlocks {
+fn cairn_with_blocks(peer: Peer, prefix: &str) -> CairnWithBlocks {
     let tmp = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let data_dir = root.join("data");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut cairn = start_storage(STORAGE, "cairn", &data_dir, port, &root);
+    let mut cairn = start_storage(peer, STORAGE, "cairn", &data_dir, port, &root);
 
     // End on the 30 s grid, but not on a half hour: there the head's span would equal 1.5
     // ranges exactly after a compaction and the rule's strict ">" would decide alone.
@@ -1109,17 +1121,23 @@ fn list_row<'a>(list: &'a str, ulid: &str) -> Option<Vec<&'a str>> {
 // Test 1.
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn promtool_reads_cairns_blocks_wal_and_head_chunks() {
-    promtool_bin();
-    let mut run = cairn_with_blocks("cairn-compat-promtool-");
+peer_tests!(promtool_reads_cairns_blocks_wal_and_head_chunks);
+
+fn promtool_reads_cairns_blocks_wal_and_head_chunks(peer: Peer) {
+    peer.promtool();
+    let mut run = cairn_with_blocks(peer, "cairn-compat-promtool-");
     let (mint, maxt) = time_range(&run.data);
 
     // (a) While cairn runs: a copy of the live dir dumps to exactly the data, and cairn serves
     // all of it (old ranges from its blocks, merged with the head).
     let live = run.root.join("live-copy");
     copy_dir(&run.data_dir, &live);
-    check_dump(&live, &run.data, "a copy of the running cairn's data dir");
+    check_dump(
+        peer,
+        &live,
+        &run.data,
+        "a copy of the running cairn's data dir",
+    );
     let blocks = blocks_in(&run.data_dir).unwrap();
     check_remote_read(
         &run.addr,
@@ -1137,7 +1155,7 @@ fn promtool_reads_cairns_blocks_wal_and_head_chunks() {
     let blocks = blocks_in(&run.data_dir).unwrap();
     let want = expected_blocks(&run.data, maxt);
     check_block_ranges(&blocks, &run.data, &want).unwrap_or_else(|e| panic!("after SIGTERM: {e}"));
-    let list = promtool(&["tsdb", "list"], &run.data_dir).unwrap_or_else(|e| panic!("{e}"));
+    let list = promtool(peer, &["tsdb", "list"], &run.data_dir).unwrap_or_else(|e| panic!("{e}"));
     for b in &blocks {
         let row = list_row(&list, &b.ulid).unwrap_or_else(|| {
             panic!("promtool tsdb list does not show block {}:\n{list}", b.ulid)
@@ -1181,7 +1199,8 @@ fn promtool_reads_cairns_blocks_wal_and_head_chunks() {
         );
     }
     let newest = blocks.last().unwrap();
-    let analyze = promtool(&["tsdb", "analyze"], &run.data_dir).unwrap_or_else(|e| panic!("{e}"));
+    let analyze =
+        promtool(peer, &["tsdb", "analyze"], &run.data_dir).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         analyze.contains(&format!("Block ID: {}", newest.ulid)),
         "promtool tsdb analyze does not analyze the newest block {}:\n{analyze}",
@@ -1192,11 +1211,23 @@ fn promtool_reads_cairns_blocks_wal_and_head_chunks() {
         "promtool tsdb analyze disagrees with meta.json ({} series):\n{analyze}",
         newest.series
     );
-    check_dump(&run.data_dir, &run.data, "cairn's data dir after SIGTERM");
+    check_dump(
+        peer,
+        &run.data_dir,
+        &run.data,
+        "cairn's data dir after SIGTERM",
+    );
 
     // (c) cairn restarted on (a copy of) its own stopped dir serves everything.
     let port = free_port();
-    let _restarted = start_storage(STORAGE, "cairn-restarted", &restart_copy, port, &run.root);
+    let _restarted = start_storage(
+        peer,
+        STORAGE,
+        "cairn-restarted",
+        &restart_copy,
+        port,
+        &run.root,
+    );
     check_remote_read(
         &format!("127.0.0.1:{port}"),
         &run.data,
@@ -1211,21 +1242,27 @@ fn promtool_reads_cairns_blocks_wal_and_head_chunks() {
 // Test 2.
 // ---------------------------------------------------------------------------------------------
 
-/// The newest sample of `samples` at `t` within the lookback (2.42: `[t - 5m, t]`).
-fn value_at(samples: &[(i64, u64)], t: i64) -> Option<u64> {
+/// The newest sample of `samples` at `t` within the peer's lookback: 2.x looks back over
+/// `[t - 5m, t]`, 3.x over `(t - 5m, t]` (Prometheus 3.0 made lookback and range selectors
+/// left-open; the generated data has gaps of exactly 5 minutes, so the difference shows).
+fn value_at(peer: Peer, samples: &[(i64, u64)], t: i64) -> Option<u64> {
     let i = samples.partition_point(|s| s.0 <= t);
     let s = samples.get(i.checked_sub(1)?)?;
-    (s.0 >= t - LOOKBACK).then_some(s.1)
+    let within = match peer {
+        Peer::V2 => s.0 >= t - LOOKBACK,
+        Peer::V3 => s.0 > t - LOOKBACK,
+    };
+    within.then_some(s.1)
 }
 
 /// What `query_range(selector of every series, start, end, step)` returns.
-fn model_range(data: &Series, start: i64, end: i64, step: i64) -> Series {
+fn model_range(peer: Peer, data: &Series, start: i64, end: i64, step: i64) -> Series {
     let mut out = Series::new();
     for (ls, samples) in data {
         let points: Vec<(i64, u64)> = (0..)
             .map(|j| start + j * step)
             .take_while(|&t| t <= end)
-            .filter_map(|t| value_at(samples, t).map(|v| (t, v)))
+            .filter_map(|t| value_at(peer, samples, t).map(|v| (t, v)))
             .collect();
         if !points.is_empty() {
             out.insert(ls.clone(), points);
@@ -1241,7 +1278,14 @@ fn label_of<'a>(ls: &'a LabelSet, name: &str) -> &'a str {
 }
 
 /// What `sum by (job) (<metric>)` returns over the range (integer values: exact in any order).
-fn model_sum_by_job(data: &Series, metric: &str, start: i64, end: i64, step: i64) -> Series {
+fn model_sum_by_job(
+    peer: Peer,
+    data: &Series,
+    metric: &str,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Series {
     let mut sums: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
     for (ls, samples) in data
         .iter()
@@ -1249,7 +1293,7 @@ fn model_sum_by_job(data: &Series, metric: &str, start: i64, end: i64, step: i64
     {
         let job = label_of(ls, "job").to_string();
         for t in (0..).map(|j| start + j * step).take_while(|&t| t <= end) {
-            if let Some(v) = value_at(samples, t) {
+            if let Some(v) = value_at(peer, samples, t) {
                 *sums.entry(job.clone()).or_default().entry(t).or_default() += f64::from_bits(v);
             }
         }
@@ -1343,10 +1387,11 @@ fn query(c: &mut Client, expr: &str, t: i64) -> Result<Series, String> {
     to_series(&api_get(c, &q)?)
 }
 
-#[test]
-fn prometheus_queries_cairns_data_dir() {
-    prometheus_bin();
-    let mut run = cairn_with_blocks("cairn-compat-prometheus-");
+peer_tests!(prometheus_queries_cairns_data_dir);
+
+fn prometheus_queries_cairns_data_dir(peer: Peer) {
+    peer.prometheus();
+    let mut run = cairn_with_blocks(peer, "cairn-compat-prometheus-");
     stop_cleanly(&mut run.cairn);
     let copy = run.root.join("prometheus-data");
     copy_dir(&run.data_dir, &copy);
@@ -1356,11 +1401,13 @@ fn prometheus_queries_cairns_data_dir() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let yml = write_prometheus_yml(
+        peer,
         &run.root,
         "prometheus.yml",
         &PromConfig::default().to_yaml(),
     );
     let mut prom = start_prometheus(
+        peer,
         "prometheus",
         &yml,
         &copy,
@@ -1370,7 +1417,7 @@ fn prometheus_queries_cairns_data_dir() {
     )
     .unwrap();
     if let Err(e) = prom.wait_ready(&addr, "/-/ready", Duration::from_secs(60)) {
-        panic!("Prometheus 2.42 does not start on a copy of cairn's data dir: {e}");
+        panic!("{peer} does not start on a copy of cairn's data dir: {e}");
     }
     let mut c = Client::new(addr);
     let (start, end) = time_range(&run.data);
@@ -1381,7 +1428,7 @@ fn prometheus_queries_cairns_data_dir() {
     match query_range(&mut c, expr, start, end, STEP) {
         Ok(got) => {
             if let Err(e) = diff(
-                &model_range(&run.data, start, end, STEP),
+                &model_range(peer, &run.data, start, end, STEP),
                 &got,
                 Exact::NanAsOne,
                 &place,
@@ -1395,7 +1442,7 @@ fn prometheus_queries_cairns_data_dir() {
     let expr = "sum by (job) (compat_requests_total)";
     match query_range(&mut c, expr, start, end, STEP) {
         Ok(got) => {
-            let want = model_sum_by_job(&run.data, "compat_requests_total", start, end, STEP);
+            let want = model_sum_by_job(peer, &run.data, "compat_requests_total", start, end, STEP);
             if let Err(e) = diff(&want, &got, Exact::Bits, &place) {
                 problems.push(format!("query_range {expr} step 30s: {e}"));
             }
@@ -1408,7 +1455,7 @@ fn prometheus_queries_cairns_data_dir() {
         let want = run
             .data
             .values()
-            .filter(|s| value_at(s, t).is_some())
+            .filter(|s| value_at(peer, s, t).is_some())
             .count();
         match query(&mut c, expr, t) {
             Ok(got) => {
@@ -1429,7 +1476,7 @@ fn prometheus_queries_cairns_data_dir() {
     }
     assert!(
         problems.is_empty(),
-        "Prometheus 2.42 on a copy of cairn's data dir (blocks {:?}) answers PromQL differently \
+        "{peer} on a copy of cairn's data dir (blocks {:?}) answers PromQL differently \
          from the pushed data:\n{}",
         block_ranges(&blocks),
         problems.join("\n")
@@ -1549,9 +1596,9 @@ fn stored_chunk_record(c: &proto::Chunk) -> Vec<u8> {
     out
 }
 
-#[test]
-fn cairn_serves_blocks_promtool_created() {
-    promtool_bin();
+peer_tests!(cairn_serves_blocks_promtool_created);
+
+fn cairn_serves_blocks_promtool_created(peer: Peer) {
     let tmp = tempfile::Builder::new()
         .prefix("cairn-compat-om-")
         .tempdir()
@@ -1561,7 +1608,7 @@ fn cairn_serves_blocks_promtool_created() {
     let om_path = root.join("metrics.om");
     fs::write(&om_path, &om).unwrap();
     let data_dir = root.join("data");
-    let out = Command::new(promtool_bin())
+    let out = Command::new(peer.promtool())
         .args(["tsdb", "create-blocks-from", "openmetrics"])
         .arg(&om_path)
         .arg(&data_dir)
@@ -1716,15 +1763,15 @@ fn checkpoints(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Prometheus 2.42 with 1h blocks is fed data spanning `span` (ending on an hour boundary +
+/// The peer's Prometheus with 1h blocks is fed data spanning `span` (ending on an hour boundary +
 /// 20 min, so the head holds > 120 samples per series and an mmapped chunk), waiting after
 /// each remote write that makes its head compactable until the block is written (so every
 /// compaction is its own run, with its own WAL truncation). Stopped with `stop`, its dir is
 /// copied and cairn started on the copy must return exactly the pushed data (in the range
 /// `read` says).
-fn migrate(stop: Stop, span: i64, want_checkpoint: bool, read: Read) {
-    prometheus_bin();
-    promtool_bin();
+fn migrate(peer: Peer, stop: Stop, span: i64, want_checkpoint: bool, read: Read) {
+    peer.prometheus();
+    peer.promtool();
     let variant = format!(
         "{stop:?}, {}h{:02}m of data{}, reading {read:?}",
         span / HOUR,
@@ -1745,8 +1792,14 @@ fn migrate(stop: Stop, span: i64, want_checkpoint: bool, read: Read) {
     };
     let prom_addr = format!("127.0.0.1:{prom_port}");
     let prom_data = root.join("prometheus-data");
-    let yml = write_prometheus_yml(root, "prometheus.yml", &PromConfig::default().to_yaml());
+    let yml = write_prometheus_yml(
+        peer,
+        root,
+        "prometheus.yml",
+        &PromConfig::default().to_yaml(),
+    );
     let mut prom = start_prometheus(
+        peer,
         "prometheus",
         &yml,
         &prom_data,
@@ -1829,6 +1882,7 @@ fn migrate(stop: Stop, span: i64, want_checkpoint: bool, read: Read) {
     copy_dir(&prom_data, &cairn_data);
     // The oracle itself: Prometheus's dir holds every acknowledged sample.
     check_dump(
+        peer,
         &prom_data,
         &data,
         &format!("Prometheus's own data dir ({variant}), test setup"),
@@ -1841,7 +1895,7 @@ fn migrate(stop: Stop, span: i64, want_checkpoint: bool, read: Read) {
         &["--storage.tsdb.min-block-duration=1h"],
         root,
     )
-    .unwrap_or_else(|e| panic!("cairn does not open a Prometheus 2.42 data dir ({variant}): {e}"));
+    .unwrap_or_else(|e| panic!("cairn does not open a {peer} data dir ({variant}): {e}"));
     let (mut mint, maxt) = time_range(&data);
     let mut want = data;
     if read == Read::HeadRangeOnly {
@@ -1859,50 +1913,84 @@ fn migrate(stop: Stop, span: i64, want_checkpoint: bool, read: Read) {
         maxt,
         &blocks,
         &format!(
-            "cairn on a Prometheus 2.42 data dir ({variant}; checkpoints {:?}) does not return \
+            "cairn on a {peer} data dir ({variant}; checkpoints {:?}) does not return \
              exactly what Prometheus acknowledged in [{mint}, {maxt}]",
             checkpoints(&cairn_data)
         ),
     );
 }
 
-#[test]
-fn cairn_opens_prometheus_data_dir_after_sigterm() {
-    migrate(Stop::Term, 3 * HOUR + 20 * MIN, false, Read::Everything);
+peer_tests!(
+    cairn_opens_prometheus_data_dir_after_sigterm,
+    cairn_opens_prometheus_data_dir_after_sigkill,
+    cairn_opens_prometheus_data_dir_with_wal_checkpoint,
+    cairn_replays_prometheus_wal_and_chunks_head_after_sigkill,
+    cairn_replays_prometheus_wal_checkpoint_and_chunks_head,
+);
+
+fn cairn_opens_prometheus_data_dir_after_sigterm(peer: Peer) {
+    migrate(
+        peer,
+        Stop::Term,
+        3 * HOUR + 20 * MIN,
+        false,
+        Read::Everything,
+    );
 }
 
-#[test]
-fn cairn_opens_prometheus_data_dir_after_sigkill() {
-    migrate(Stop::Kill, 3 * HOUR + 20 * MIN, false, Read::Everything);
+fn cairn_opens_prometheus_data_dir_after_sigkill(peer: Peer) {
+    migrate(
+        peer,
+        Stop::Kill,
+        3 * HOUR + 20 * MIN,
+        false,
+        Read::Everything,
+    );
 }
 
-#[test]
-fn cairn_opens_prometheus_data_dir_with_wal_checkpoint() {
-    migrate(Stop::Term, 5 * HOUR + 20 * MIN, true, Read::Everything);
+fn cairn_opens_prometheus_data_dir_with_wal_checkpoint(peer: Peer) {
+    migrate(
+        peer,
+        Stop::Term,
+        5 * HOUR + 20 * MIN,
+        true,
+        Read::Everything,
+    );
 }
 
 /// The head part of a migration on its own (no block reading needed), so it is checked
 /// before block reading exists.
-#[test]
-fn cairn_replays_prometheus_wal_and_chunks_head_after_sigkill() {
-    migrate(Stop::Kill, 3 * HOUR + 20 * MIN, false, Read::HeadRangeOnly);
+fn cairn_replays_prometheus_wal_and_chunks_head_after_sigkill(peer: Peer) {
+    migrate(
+        peer,
+        Stop::Kill,
+        3 * HOUR + 20 * MIN,
+        false,
+        Read::HeadRangeOnly,
+    );
 }
 
-#[test]
-fn cairn_replays_prometheus_wal_checkpoint_and_chunks_head() {
-    migrate(Stop::Term, 5 * HOUR + 20 * MIN, true, Read::HeadRangeOnly);
+fn cairn_replays_prometheus_wal_checkpoint_and_chunks_head(peer: Peer) {
+    migrate(
+        peer,
+        Stop::Term,
+        5 * HOUR + 20 * MIN,
+        true,
+        Read::HeadRangeOnly,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // 5. The housekeeping timer: leveled compaction and retention on a running cairn.
 // ---------------------------------------------------------------------------------------------
 
+peer_tests!(housekeeping_timer_merges_and_expires_blocks_and_promtool_agrees);
+
 /// cairn with 1h blocks, 3h largest blocks and a 3h retention, fed 10h of data: the timer
 /// merges head blocks into 3h blocks and drops what falls out of retention. Remote read then
 /// serves exactly the samples of the blocks kept and the head; promtool lists the merged
 /// blocks (level ≥ 2, parents gone) and dumps the same samples.
-#[test]
-fn housekeeping_timer_merges_and_expires_blocks_and_promtool_agrees() {
+fn housekeeping_timer_merges_and_expires_blocks_and_promtool_agrees(peer: Peer) {
     let tmp = tempfile::Builder::new()
         .prefix("compat-hk")
         .tempdir()
@@ -1990,7 +2078,7 @@ fn housekeeping_timer_merges_and_expires_blocks_and_promtool_agrees() {
         "after merges and retention",
     );
     stop_cleanly(&mut cairn);
-    let list = promtool(&["tsdb", "list"], &data_dir).unwrap();
+    let list = promtool(peer, &["tsdb", "list"], &data_dir).unwrap();
     for b in &blocks_in(&data_dir).unwrap() {
         let row = list_row(&list, &b.ulid)
             .unwrap_or_else(|| panic!("promtool tsdb list lacks {}:\n{list}", b.ulid));
@@ -2005,5 +2093,10 @@ fn housekeeping_timer_merges_and_expires_blocks_and_promtool_agrees() {
             "{row:?}"
         );
     }
-    check_dump(&data_dir, &kept, "cairn's merged and expired data dir");
+    check_dump(
+        peer,
+        &data_dir,
+        &kept,
+        "cairn's merged and expired data dir",
+    );
 }

@@ -1,5 +1,5 @@
 //! The deployment kit in `deploy/` against the real tools and the real binary: the alerting
-//! rules pass `promtool check rules` and their unit tests, the Prometheus configuration in the
+//! rules pass `promtool check rules` and their unit tests (promtool 2.42 and 3.x), the Prometheus configuration in the
 //! Kubernetes manifest passes `promtool check config`, the dashboard's queries parse, and every
 //! `cairn_*`/`process_*` name the dashboard and the rules use is served by a live `/metrics`
 //! (and every `cairn_*` family served is on the dashboard). The flags the systemd unit, the
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cairn::tsdb::head::now_ms;
-use common::procs::promtool_bin;
+use common::peer::Peer;
 use common::proto::{LabelMatcher, MatchType, Query, ReadRequest, ResponseType, WriteRequest};
 use common::server::TestServer;
 use regex::Regex;
@@ -38,9 +38,9 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(repo(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
 }
 
-/// Run promtool with `args`; panic with its output unless it succeeds. Returns stdout.
-fn promtool(args: &[&str]) -> String {
-    let out = Command::new(promtool_bin())
+/// Run the peer's promtool with `args`; panic with its output unless it succeeds. Returns stdout.
+fn promtool(peer: Peer, args: &[&str]) -> String {
+    let out = Command::new(peer.promtool())
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -48,18 +48,19 @@ fn promtool(args: &[&str]) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "promtool {args:?} failed ({:?}):\n{stdout}{}",
+        "{peer}: promtool {args:?} failed ({:?}):\n{stdout}{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
 }
 
-#[test]
-fn alert_rules_pass_promtool_check_and_unit_tests() {
-    let out = promtool(&["check", "rules", RULES]);
+peer_tests!(alert_rules_pass_promtool_check_and_unit_tests);
+
+fn alert_rules_pass_promtool_check_and_unit_tests(peer: Peer) {
+    let out = promtool(peer, &["check", "rules", RULES]);
     assert!(out.contains("SUCCESS"), "{out}");
-    let out = promtool(&["test", "rules", RULES_TEST]);
+    let out = promtool(peer, &["test", "rules", RULES_TEST]);
     assert!(out.contains("SUCCESS"), "{out}");
 
     // The alerts the kit promises, each with a severity and both annotations.
@@ -126,8 +127,9 @@ fn yaml_block_scalar(text: &str, key: &str) -> String {
     out
 }
 
-#[test]
-fn kubernetes_prometheus_config_passes_promtool() {
+peer_tests!(kubernetes_prometheus_config_passes_promtool);
+
+fn kubernetes_prometheus_config_passes_promtool(peer: Peer) {
     let manifest = read(K8S);
     let cfg = yaml_block_scalar(&manifest, "prometheus.yml");
     for want in [
@@ -141,7 +143,7 @@ fn kubernetes_prometheus_config_passes_promtool() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("prometheus.yml");
     std::fs::write(&path, &cfg).unwrap();
-    let out = promtool(&["check", "config", path.to_str().unwrap()]);
+    let out = promtool(peer, &["check", "config", path.to_str().unwrap()]);
     assert!(out.contains("SUCCESS"), "{out}");
 
     // The shape the kit promises: cairn as a native sidecar, probes, a grace period that
@@ -189,8 +191,9 @@ fn dashboard() -> serde_json::Value {
     serde_json::from_str(&read(DASHBOARD)).expect("dashboard is JSON")
 }
 
-#[test]
-fn dashboard_is_well_formed_and_its_queries_parse() {
+peer_tests!(dashboard_is_well_formed_and_its_queries_parse);
+
+fn dashboard_is_well_formed_and_its_queries_parse(peer: Peer) {
     let d = dashboard();
     assert!(d["schemaVersion"].as_u64().unwrap() >= 36);
     let vars = d["templating"]["list"].as_array().unwrap();
@@ -242,7 +245,7 @@ fn dashboard_is_well_formed_and_its_queries_parse() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dashboard-queries.yml");
     std::fs::write(&path, yml).unwrap();
-    let out = promtool(&["check", "rules", path.to_str().unwrap()]);
+    let out = promtool(peer, &["check", "rules", path.to_str().unwrap()]);
     assert!(
         out.contains(&format!("SUCCESS: {} rules found", qs.len())),
         "{out}"

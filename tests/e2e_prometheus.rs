@@ -47,9 +47,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::http::{urlencode, Client};
-use common::procs::{
-    free_ports, prometheus_bin, start_prometheus, write_prometheus_yml, Proc, PromConfig,
-};
+use common::peer::Peer;
+use common::procs::{free_ports, start_prometheus, write_prometheus_yml, Proc, PromConfig};
 
 // ---------------------------------------------------------------------------------------------
 // The storage under test: the one swappable piece.
@@ -71,7 +70,7 @@ const STORAGE: StorageKind = StorageKind::Cairn;
 
 /// Start generation `generation` of the storage on 127.0.0.1:`port` with data directory
 /// `<dir>/data` (log: `<dir>/<kind>.<generation>.log`) and wait until `/-/ready` answers 200.
-fn start_storage(kind: StorageKind, dir: &Path, port: u16, generation: u32) -> Proc {
+fn start_storage(peer: Peer, kind: StorageKind, dir: &Path, port: u16, generation: u32) -> Proc {
     let data = dir.join("data");
     fs::create_dir_all(&data).unwrap();
     let addr = format!("127.0.0.1:{port}");
@@ -85,8 +84,9 @@ fn start_storage(kind: StorageKind, dir: &Path, port: u16, generation: u32) -> P
         }
         StorageKind::PrometheusReceiver => {
             let config =
-                write_prometheus_yml(dir, "receiver.yml", &PromConfig::default().to_yaml());
+                write_prometheus_yml(peer, dir, "receiver.yml", &PromConfig::default().to_yaml());
             start_prometheus(
+                peer,
                 &format!("receiver.{generation}"),
                 &config,
                 &data,
@@ -461,11 +461,11 @@ fn stop_cleanly(storage: &mut Proc) {
 
 /// Start the next generation of the storage in place of `storage` (kept in `retired` so its
 /// log survives for failure reports); returns when it is ready, with the time in ms.
-fn restart(storage: &mut Proc, retired: &mut Vec<Proc>, dir: &Path, port: u16) -> i64 {
+fn restart(peer: Peer, storage: &mut Proc, retired: &mut Vec<Proc>, dir: &Path, port: u16) -> i64 {
     let generation = retired.len() as u32 + 2;
     retired.push(std::mem::replace(
         storage,
-        start_storage(STORAGE, dir, port, generation),
+        start_storage(peer, STORAGE, dir, port, generation),
     ));
     now_ms()
 }
@@ -505,11 +505,12 @@ fn wait_storage_has_data(b: &mut Client, since_ms: i64, timeout: Duration, what:
     }
 }
 
-#[test]
-fn prometheus_remote_write_and_read_through_storage_restarts() {
+peer_tests!(prometheus_remote_write_and_read_through_storage_restarts);
+
+fn prometheus_remote_write_and_read_through_storage_restarts(peer: Peer) {
     let test_start = Instant::now();
-    // Fails loudly, with install instructions, if Prometheus is missing.
-    prometheus_bin();
+    // Fails loudly, with install instructions, if this Prometheus is missing.
+    peer.prometheus();
     // Declared first so it is dropped last: the guards below kill their processes first.
     let tmp = tempfile::Builder::new()
         .prefix("cairn-e2e-")
@@ -524,12 +525,12 @@ fn prometheus_remote_write_and_read_through_storage_restarts() {
     let storage_addr = format!("127.0.0.1:{storage_port}");
     let (a_addr, b_addr) = (format!("127.0.0.1:{a_port}"), format!("127.0.0.1:{b_port}"));
     eprintln!(
-        "e2e: storage {STORAGE:?} at {storage_addr}, A at {a_addr}, B at {b_addr}, logs in {}",
+        "e2e: {peer}, storage {STORAGE:?} at {storage_addr}, A at {a_addr}, B at {b_addr}, logs in {}",
         root.display()
     );
 
     let exporter = Exporter::start(exporter_port);
-    let mut storage = start_storage(STORAGE, &storage_dir, storage_port, 1);
+    let mut storage = start_storage(peer, STORAGE, &storage_dir, storage_port, 1);
     // Earlier storage generations: kept so a failure prints their logs too.
     let mut retired: Vec<Proc> = Vec::new();
 
@@ -566,11 +567,12 @@ fn prometheus_remote_write_and_read_through_storage_restarts() {
             "- url: http://{storage_addr}/api/v1/read\n  read_recent: true\n  remote_timeout: 10s"
         )],
     };
-    let a_yml = write_prometheus_yml(root, "a.yml", &a_config.to_yaml());
-    let b_yml = write_prometheus_yml(root, "b.yml", &b_config.to_yaml());
+    let a_yml = write_prometheus_yml(peer, root, "a.yml", &a_config.to_yaml());
+    let b_yml = write_prometheus_yml(peer, root, "b.yml", &b_config.to_yaml());
     // Every sample of this run is at or after this.
     let first_ms = now_ms();
     let mut a = start_prometheus(
+        peer,
         "prometheus-a",
         &a_yml,
         &root.join("a-data"),
@@ -580,6 +582,7 @@ fn prometheus_remote_write_and_read_through_storage_restarts() {
     )
     .unwrap();
     let mut b = start_prometheus(
+        peer,
         "prometheus-b",
         &b_yml,
         &root.join("b-data"),
@@ -612,7 +615,7 @@ fn prometheus_remote_write_and_read_through_storage_restarts() {
         run_start.elapsed()
     );
     stop_cleanly(&mut storage);
-    let restarted_1 = restart(&mut storage, &mut retired, &storage_dir, storage_port);
+    let restarted_1 = restart(peer, &mut storage, &mut retired, &storage_dir, storage_port);
     eprintln!(
         "e2e: t={:?} storage back after SIGTERM",
         run_start.elapsed()
@@ -633,7 +636,7 @@ fn prometheus_remote_write_and_read_through_storage_restarts() {
     );
     storage.kill_9().unwrap();
     std::thread::sleep(KILLED_FOR);
-    let restarted_2 = restart(&mut storage, &mut retired, &storage_dir, storage_port);
+    let restarted_2 = restart(peer, &mut storage, &mut retired, &storage_dir, storage_port);
     eprintln!(
         "e2e: t={:?} storage back after SIGKILL",
         run_start.elapsed()

@@ -1,5 +1,5 @@
 //! `GET /metrics`: the names the issue fixes exist, counters move as requests arrive, the
-//! classic text format passes the real `promtool check metrics`, and OpenMetrics is served to
+//! classic text format passes the real `promtool check metrics` (2.42 and 3.x), and OpenMetrics is served to
 //! clients that ask for it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +12,7 @@ use cairn::server::ServerConfig;
 use cairn::tsdb::head::now_ms;
 use cairn::tsdb::wal::SyncPolicy;
 use cairn::tsdb::Options;
-use common::procs::promtool_bin;
+use common::peer::Peer;
 use common::proto::{
     LabelMatcher, MatchType, Query, ReadRequest, ResponseType, TimeSeries, WriteRequest,
 };
@@ -52,8 +52,9 @@ fn scrape(srv: &TestServer) -> String {
     r.text()
 }
 
-#[test]
-fn metrics_move_with_requests_and_pass_promtool() {
+peer_tests!(metrics_move_with_requests_and_pass_promtool);
+
+fn metrics_move_with_requests_and_pass_promtool(peer: Peer) {
     let mut opts = Options::default();
     opts.wal.sync = SyncPolicy::Always;
     let srv = TestServer::start_with(ServerConfig::default(), opts);
@@ -133,7 +134,7 @@ fn metrics_move_with_requests_and_pass_promtool() {
     assert!(value(&text, "process_start_time_seconds") > 1.6e9);
 
     // The real linter.
-    let mut child = Command::new(promtool_bin())
+    let mut child = Command::new(peer.promtool())
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -149,7 +150,7 @@ fn metrics_move_with_requests_and_pass_promtool() {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {:?}\n{}{}",
+        "{peer}: promtool check metrics: {:?}\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)

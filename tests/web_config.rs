@@ -430,10 +430,11 @@ fn tls_shutdown_drains_in_flight_requests() {
     db.close().unwrap();
 }
 
-/// The real Prometheus remote-writes to cairn over TLS (its CA in `tls_config.ca_file`) with
-/// basic auth.
-#[test]
-fn prometheus_remote_writes_over_tls_with_basic_auth() {
+peer_tests!(prometheus_remote_writes_over_tls_with_basic_auth);
+
+/// The real Prometheus (2.42 and 3.x) remote-writes to cairn over TLS (its CA in
+/// `tls_config.ca_file`) with basic auth.
+fn prometheus_remote_writes_over_tls_with_basic_auth(peer: common::peer::Peer) {
     use common::procs::{free_port, start_prometheus, write_prometheus_yml, PromConfig};
 
     let dir = tempfile::tempdir().unwrap();
@@ -463,8 +464,9 @@ fn prometheus_remote_writes_over_tls_with_basic_auth() {
         )],
         remote_read: vec![],
     };
-    let yml = write_prometheus_yml(dir.path(), "prometheus.yml", &cfg.to_yaml());
+    let yml = write_prometheus_yml(peer, dir.path(), "prometheus.yml", &cfg.to_yaml());
     let mut prom = start_prometheus(
+        peer,
         "prometheus",
         &yml,
         &dir.path().join("prom-data"),
@@ -486,7 +488,7 @@ fn prometheus_remote_writes_over_tls_with_basic_auth() {
         }
         assert!(
             Instant::now() < deadline,
-            "no `up` series from Prometheus over TLS + basic auth:\n{}",
+            "no `up` series from {peer} over TLS + basic auth:\n{}",
             prom.log_tail()
         );
         std::thread::sleep(Duration::from_millis(250));

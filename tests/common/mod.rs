@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod faults;
 pub mod http;
 pub mod om;
+pub mod peer;
 pub mod procs;
 pub mod proto;
 pub mod server;

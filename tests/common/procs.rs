@@ -15,6 +15,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::http;
+use super::peer::Peer;
 
 /// How many lines of a log a failure prints.
 pub const LOG_TAIL_LINES: usize = 40;
@@ -247,39 +248,6 @@ pub fn wait_ready(addr: &str, path: &str, timeout: Duration) -> Result<(), Strin
     }
 }
 
-/// The Prometheus binary: `$PROMETHEUS_BIN`, else `prometheus` from `/usr/bin` or `$PATH`.
-/// Panics with install instructions if there is none — these tests never skip.
-pub fn prometheus_bin() -> PathBuf {
-    find_tool("PROMETHEUS_BIN", "prometheus")
-}
-
-/// The `promtool` binary (`$PROMTOOL_BIN`, /usr/bin or `$PATH`); panics with how to install it.
-pub fn promtool_bin() -> PathBuf {
-    find_tool("PROMTOOL_BIN", "promtool")
-}
-
-fn find_tool(env: &str, name: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env) {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "${env}={} is not a file", p.display());
-        return p;
-    }
-    let mut dirs = vec![PathBuf::from("/usr/bin")];
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    for d in dirs {
-        let p = d.join(name);
-        if p.is_file() {
-            return p;
-        }
-    }
-    panic!(
-        "`{name}` not found in /usr/bin or $PATH (or set ${env}); \
-         install with: apt-get install prometheus"
-    );
-}
-
 /// A Prometheus configuration. No external labels, ever: they would be added to remote-written
 /// series and filtered from remote reads, which is not what these tests compare.
 #[derive(Debug, Clone, Default)]
@@ -330,32 +298,30 @@ impl PromConfig {
     }
 }
 
-/// Write `yaml` to `<dir>/<name>` and check it with `promtool check config` when promtool is
-/// installed next to prometheus (a typo then fails here, not as a silent startup error).
-pub fn write_prometheus_yml(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+/// Write `yaml` to `<dir>/<name>` and check it with the peer's `promtool check config` (a typo
+/// then fails here, not as a silent startup error).
+pub fn write_prometheus_yml(peer: Peer, dir: &Path, name: &str, yaml: &str) -> PathBuf {
     let path = dir.join(name);
     fs::write(&path, yaml).expect("write prometheus config");
-    let promtool = prometheus_bin().with_file_name("promtool");
-    if promtool.is_file() {
-        let out = Command::new(&promtool)
-            .args(["check", "config"])
-            .arg(&path)
-            .output()
-            .expect("run promtool check config");
-        assert!(
-            out.status.success(),
-            "promtool check config {} failed:\n{}{}\n--- config ---\n{yaml}",
-            path.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let out = Command::new(peer.promtool())
+        .args(["check", "config"])
+        .arg(&path)
+        .output()
+        .expect("run promtool check config");
+    assert!(
+        out.status.success(),
+        "{peer}: promtool check config {} failed:\n{}{}\n--- config ---\n{yaml}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     path
 }
 
-/// Start Prometheus on 127.0.0.1:`port` with `config` and data directory `data`, plus `extra`
+/// Start the peer's Prometheus on 127.0.0.1:`port` with `config` and data directory `data`, plus `extra`
 /// flags; its log is `<log_dir>/<name>.log`. Does not wait for readiness.
 pub fn start_prometheus(
+    peer: Peer,
     name: &str,
     config: &Path,
     data: &Path,
@@ -363,7 +329,7 @@ pub fn start_prometheus(
     extra: &[&str],
     log_dir: &Path,
 ) -> io::Result<Proc> {
-    let mut cmd = Command::new(prometheus_bin());
+    let mut cmd = Command::new(peer.prometheus());
     cmd.arg(format!("--config.file={}", config.display()))
         .arg(format!("--storage.tsdb.path={}", data.display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
