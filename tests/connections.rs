@@ -1,6 +1,8 @@
 //! Connection limits over a real socket: a client that never finishes its headers is cut off
 //! after `--web.read-timeout`, and no more than `--web.max-connections` connections are served
-//! at once (the next one waits until a slot frees).
+//! at once (the next one waits until a slot frees). The lingering close: a response sent
+//! before the body was read reaches a client that is still sending (no TCP reset), and the
+//! linger after a response is bounded by its idle gap.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -179,4 +181,71 @@ fn a_streamed_read_whose_client_takes_nothing_is_abandoned_after_the_read_timeou
     );
     assert!(waited < Duration::from_secs(10), "waited {waited:?}");
     drop(stalled);
+}
+
+#[test]
+fn an_early_413_reaches_a_client_that_streams_the_whole_body_before_reading() {
+    // The real case: a 40 MiB body against the default 32 MiB cap, far beyond socket buffers.
+    let srv = server(Duration::from_secs(30), 16);
+    let cap = ServerConfig::default().body.max_body_bytes;
+    let len = 40 << 20;
+    assert!(len > cap);
+    let mut s = TcpStream::connect(&srv.addr).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST /api/v1/write HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n\
+         Content-Encoding: snappy\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\n\
+         Content-Length: {len}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // Like hyper's or Go's client: the whole body first, the response only afterwards.
+    let chunk = vec![0u8; 1 << 20];
+    let mut sent = 0;
+    while sent < len {
+        let n = chunk.len().min(len - sent);
+        if let Err(e) = s.write_all(&chunk[..n]) {
+            panic!("writing the body failed after {sent} of {len} bytes: {e}");
+        }
+        sent += n;
+    }
+    let got = read_to_eof(&mut s, Duration::from_secs(10)).expect("connection must be closed");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text:?}");
+    assert!(
+        text.contains(&format!("over the limit of {cap} bytes")),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn the_linger_after_a_response_ends_after_its_idle_gap_when_the_client_stays_silent() {
+    // One slot: the second client is served once the first connection's task has ended.
+    let srv = server(Duration::from_secs(30), 1);
+    let mut a = TcpStream::connect(&srv.addr).unwrap();
+    a.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // The whole response, then FIN from the server, while this client keeps its socket open
+    // and sends nothing more.
+    let got = read_to_eof(&mut a, Duration::from_secs(5)).expect("response then FIN");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let start = Instant::now();
+    let mut b = TcpStream::connect(&srv.addr).unwrap();
+    b.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let got = read_to_eof(&mut b, Duration::from_secs(15)).expect("served once the linger ended");
+    let waited = start.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // The silent client held its slot while the server lingered (2 s idle gap), and no longer
+    // than that gap: well before the 10 s bound on the whole linger.
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "no linger observed ({waited:?})"
+    );
+    assert!(
+        waited < Duration::from_secs(8),
+        "linger not cut by its idle gap ({waited:?})"
+    );
+    drop(a);
 }
