@@ -22,6 +22,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::remote::write::Rejections;
 use crate::tsdb::head::RejectCounts;
 use crate::tsdb::wal::FSYNC_BUCKETS;
 use crate::tsdb::Db;
@@ -58,6 +59,8 @@ pub struct Metrics {
     pub write_requests: Family<CodeLabel, Counter>,
     pub write_samples: Counter,
     pub write_rejected: Family<ReasonLabel, Counter>,
+    pub write_histograms_rejected: Family<ReasonLabel, Counter>,
+    pub write_exemplars_rejected: Family<ReasonLabel, Counter>,
     pub write_duration: Histogram,
     pub write_bytes: Counter,
     pub read_requests: Family<ReadLabels, Counter>,
@@ -67,14 +70,26 @@ pub struct Metrics {
     pub read_samples: Counter,
 }
 
+/// The reason of histograms and exemplars refused because cairn does not store them yet.
+const UNSUPPORTED: &str = "unsupported";
+
 impl Metrics {
-    /// Count a remote-write request's rejected samples by reason.
-    pub fn rejected(&self, c: &RejectCounts) {
-        for (reason, n) in c.by_reason() {
+    /// Count a remote-write request's rejected samples, histograms and exemplars by reason.
+    pub fn rejected(&self, r: &Rejections) {
+        for (reason, n) in r.counts.by_reason() {
             if n > 0 {
                 self.write_rejected
                     .get_or_create(&ReasonLabel { reason })
                     .inc_by(n);
+            }
+        }
+        let reason = UNSUPPORTED;
+        for (family, n) in [
+            (&self.write_histograms_rejected, r.unsupported.histograms),
+            (&self.write_exemplars_rejected, r.unsupported.exemplars),
+        ] {
+            if n > 0 {
+                family.get_or_create(&ReasonLabel { reason }).inc_by(n);
             }
         }
     }
@@ -96,6 +111,8 @@ impl MetricsRegistry {
             write_requests: Family::default(),
             write_samples: Counter::default(),
             write_rejected: Family::default(),
+            write_histograms_rejected: Family::default(),
+            write_exemplars_rejected: Family::default(),
             write_duration: Histogram::new(latency_buckets()),
             write_bytes: Counter::default(),
             read_requests: Family::default(),
@@ -107,6 +124,11 @@ impl MetricsRegistry {
         // Touch the reasons so every series exists from the start (rate() needs a zero).
         for (reason, _) in RejectCounts::default().by_reason() {
             let _ = m.write_rejected.get_or_create(&ReasonLabel { reason });
+        }
+        for family in [&m.write_histograms_rejected, &m.write_exemplars_rejected] {
+            let _ = family.get_or_create(&ReasonLabel {
+                reason: UNSUPPORTED,
+            });
         }
         r.register(
             "remote_write_requests",
@@ -122,6 +144,18 @@ impl MetricsRegistry {
             "remote_write_samples_rejected",
             "Samples remote write refused for good, by reason",
             m.write_rejected.clone(),
+        );
+        r.register(
+            "remote_write_histograms_rejected",
+            "Native histogram samples remote write refused for good, by reason \
+             (unsupported: not stored by this version)",
+            m.write_histograms_rejected.clone(),
+        );
+        r.register(
+            "remote_write_exemplars_rejected",
+            "Exemplars remote write refused for good, by reason \
+             (unsupported: not stored by this version)",
+            m.write_exemplars_rejected.clone(),
         );
         r.register(
             "remote_write_request_duration_seconds",

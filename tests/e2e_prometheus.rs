@@ -822,3 +822,233 @@ fn prometheus_remote_write_and_read_through_storage_restarts(peer: Peer) {
     drop(retired);
     eprintln!("e2e: total {:?}", test_start.elapsed());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Native histograms: refused visibly, never acknowledged.
+// ---------------------------------------------------------------------------------------------
+
+/// The sum of every sample of `name` (any labels) in a classic-text exposition.
+fn metric_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `(A's histograms failed, cairn's histograms refused)` from one scrape of each.
+fn histogram_counts(a: &mut Client, cairn: &mut Client) -> (f64, f64) {
+    let a_metrics = a.get("/metrics").unwrap().text();
+    let cairn_metrics = cairn.get("/metrics").unwrap().text();
+    (
+        metric_sum(
+            &a_metrics,
+            "prometheus_remote_storage_histograms_failed_total",
+        ),
+        metric_sum(
+            &cairn_metrics,
+            "cairn_remote_write_histograms_rejected_total",
+        ),
+    )
+}
+
+/// Raw float samples of the regex `matchers` in `[start, end]` through a SAMPLES remote read of cairn.
+fn cairn_samples(addr: &str, matchers: &[(&str, &str)], start: i64, end: i64) -> Matrix {
+    use common::proto::{LabelMatcher, MatchType, Query, ReadRequest};
+    let req = ReadRequest {
+        queries: vec![Query {
+            start_timestamp_ms: start,
+            end_timestamp_ms: end,
+            matchers: matchers
+                .iter()
+                .map(|(n, v)| LabelMatcher::new(MatchType::Re, *n, *v))
+                .collect(),
+            hints: None,
+        }],
+        accepted_response_types: vec![],
+    };
+    let r = Client::new(addr)
+        .post(
+            "/api/v1/read",
+            &common::server::read_headers(),
+            &common::proto::encode_read(&req),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "remote read of cairn: {}", r.text());
+    let mut out = Matrix::new();
+    for ts in &common::proto::decode_read_response(&r.body).results[0].timeseries {
+        let labels = ts
+            .labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect();
+        let points = ts
+            .samples
+            .iter()
+            .map(|s| {
+                let v = serde_json::json!([s.timestamp as f64 / 1000.0, go_float(s.value)]);
+                point(&v).unwrap()
+            })
+            .collect();
+        out.insert(selector(&labels), points);
+    }
+    out
+}
+
+/// A float as Prometheus's API prints it (`strconv.FormatFloat(v, 'f', -1, 64)`).
+fn go_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+#[test]
+fn native_histograms_are_refused_visibly_while_floats_arrive_prometheus_3() {
+    native_histograms_are_refused_visibly_while_floats_arrive(Peer::V3);
+}
+
+/// A Prometheus with native histograms on (`--enable-feature=native-histograms`; it scrapes
+/// itself, and its own HTTP request-duration histograms are native) that sends them
+/// (`send_native_histograms: true`) over remote write 1.0. cairn does not store histograms yet,
+/// so no request carrying them may get a 2xx: the sender must count them in its own
+/// `prometheus_remote_storage_histograms_failed_total` (a 400 is non-recoverable for it, so
+/// nothing is retried), exactly as many as cairn counts refused, while the float samples of the
+/// same requests are stored. Prometheus 3.x only: 2.42 has the feature flag, but its own
+/// metrics carry no native histograms, so it would have none to send.
+fn native_histograms_are_refused_visibly_while_floats_arrive(peer: Peer) {
+    peer.prometheus();
+    let tmp = tempfile::Builder::new()
+        .prefix("cairn-e2e-nh-")
+        .tempdir()
+        .unwrap();
+    let root = tmp.path();
+    let [storage_port, a_port] = free_ports(2)[..] else {
+        unreachable!()
+    };
+    let storage_addr = format!("127.0.0.1:{storage_port}");
+    let a_addr = format!("127.0.0.1:{a_port}");
+    let storage_dir = root.join("storage");
+    fs::create_dir_all(&storage_dir).unwrap();
+    let mut storage = start_storage(peer, StorageKind::Cairn, &storage_dir, storage_port, 1);
+    let a_config = PromConfig {
+        scrape_interval: Some("1s".into()),
+        scrape_targets: vec![("prometheus".into(), a_addr.clone())],
+        remote_write: vec![format!(
+            "- url: http://{storage_addr}/api/v1/write\n  \
+               send_native_histograms: true\n  \
+               queue_config:\n    \
+                 batch_send_deadline: 1s\n    \
+                 min_backoff: 50ms\n    \
+                 max_backoff: 1s"
+        )],
+        remote_read: vec![],
+    };
+    let a_yml = write_prometheus_yml(peer, root, "a.yml", &a_config.to_yaml());
+    let first_ms = now_ms();
+    let mut a = start_prometheus(
+        peer,
+        "prometheus-a",
+        &a_yml,
+        &root.join("a-data"),
+        a_port,
+        &["--enable-feature=native-histograms"],
+        root,
+    )
+    .unwrap();
+    a.wait_ready(&a_addr, "/-/ready", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut ca = Client::new(a_addr.clone());
+    let mut cs = Client::new(storage_addr.clone());
+
+    // A has native histograms, sends them, and sees them fail.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (failed, refused) = histogram_counts(&mut ca, &mut cs);
+        if failed > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{peer} counted no failed histograms within 60 s (cairn refused {refused}); its \
+             native histograms: {:?}",
+            query(
+                &mut ca,
+                "count(prometheus_http_request_duration_seconds)",
+                now_ms()
+            )
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The two counts agree: every histogram cairn refused, A counts failed (no retries, no
+    // loss hidden behind a 2xx). They move one request apart, so look between two requests.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let agreed = loop {
+        let (_, before) = histogram_counts(&mut ca, &mut cs);
+        let (failed, after) = histogram_counts(&mut ca, &mut cs);
+        if before == failed && failed == after {
+            break failed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{peer} counts {failed} histograms failed, cairn {before}…{after} refused"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let a_metrics = ca.get("/metrics").unwrap().text();
+    let retried = metric_sum(
+        &a_metrics,
+        "prometheus_remote_storage_histograms_retried_total",
+    );
+    assert_eq!(
+        retried, 0.0,
+        "{peer} retried histograms: a 400 must not be retried"
+    );
+
+    // The floats of the same requests are stored: cairn has every sample of these series that
+    // A has up to T, bit for bit (as Prometheus prints them).
+    let selector = [
+        (
+            "__name__",
+            "up|scrape_samples_scraped|prometheus_build_info",
+        ),
+        ("job", "prometheus"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (t, want) = loop {
+        let t = now_ms() - T_LAG_MS;
+        let expr = format!(
+            "{{__name__=~\"{}\",job=\"prometheus\"}}[{}ms]",
+            selector[0].1,
+            t - first_ms + 1000
+        );
+        let want = query(&mut ca, &expr, t).unwrap();
+        if want.len() == 3 {
+            break (t, want);
+        }
+        assert!(Instant::now() < deadline, "A's float series: {want:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = cairn_samples(&storage_addr, &selector, first_ms - 1000, t);
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cairn lacks float samples {peer} sent alongside its histograms:\n{}",
+            diff(&want, &got, 10)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("e2e: {peer}: {agreed} histogram samples refused and counted failed by the sender");
+    a.kill_term(Duration::from_secs(20)).unwrap();
+    stop_cleanly(&mut storage);
+}

@@ -17,6 +17,8 @@ pub const WIRE_FIXED32: u8 = 5;
 pub mod types {
     pub const TIMESERIES_LABELS: u32 = 1;
     pub const TIMESERIES_SAMPLES: u32 = 2;
+    pub const TIMESERIES_EXEMPLARS: u32 = 3;
+    pub const TIMESERIES_HISTOGRAMS: u32 = 4;
     pub const LABEL_NAME: u32 = 1;
     pub const LABEL_VALUE: u32 = 2;
     pub const SAMPLE_VALUE: u32 = 1;

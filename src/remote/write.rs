@@ -11,6 +11,12 @@
 //!    dropped, sorted by name) and checked; valid series go to the engine in one append,
 //!    invalid ones are counted and reported. Valid samples are stored even when others of the
 //!    request are rejected; the answer is then 400 naming the first offending series.
+//!
+//! Native histograms (`TimeSeries` field 4) and exemplars (field 3) are not stored yet. They
+//! are counted, never acknowledged: a request carrying any gets 400 naming how many of each
+//! were refused and the first series that carried them, after its float samples were stored
+//! (a 2xx would tell the sender they were kept). Metadata entries are accepted and not kept,
+//! as Prometheus's own receiver does.
 
 use std::fmt::Write as _;
 
@@ -45,6 +51,8 @@ pub enum WriteError {
 pub struct Rejections {
     /// Rejected samples by reason.
     pub counts: RejectCounts,
+    /// Native histogram samples and exemplars refused because cairn does not store them yet.
+    pub unsupported: Unsupported,
     /// Samples stored from the same request.
     pub stored: u64,
     /// Index of the first offending series in the request, its labels and what was wrong.
@@ -55,14 +63,28 @@ pub struct Rejections {
 
 impl std::fmt::Display for Rejections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Unsupported {
+            histograms,
+            exemplars,
+        } = self.unsupported;
         write!(
             f,
-            "{} samples rejected, {} stored; first: series #{} {}: {}; rejected by reason:",
+            "{} samples rejected, {} stored",
             self.counts.total(),
-            self.stored,
-            self.first_series,
-            self.first_labels,
-            self.first_reason
+            self.stored
+        )?;
+        if histograms + exemplars > 0 {
+            write!(
+                f,
+                "; {histograms} native histogram samples and {exemplars} exemplars refused: \
+                 this version of cairn does not store them (send float samples only: \
+                 `send_native_histograms: false` and `send_exemplars: false`)"
+            )?;
+        }
+        write!(
+            f,
+            "; first: series #{} {}: {}; rejected by reason:",
+            self.first_series, self.first_labels, self.first_reason
         )?;
         for (name, n) in self.counts.by_reason() {
             if n > 0 {
@@ -73,6 +95,15 @@ impl std::fmt::Display for Rejections {
     }
 }
 
+/// What a request carried that cairn does not store yet. Counted, and answered 400.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Unsupported {
+    /// Native histogram samples (`TimeSeries.histograms`).
+    pub histograms: u64,
+    /// Exemplars (`TimeSeries.exemplars`).
+    pub exemplars: u64,
+}
+
 /// What a fully successful request did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WriteSummary {
@@ -80,8 +111,6 @@ pub struct WriteSummary {
     /// Exact duplicates of stored samples: accepted as no-ops (idempotent retries).
     pub duplicates: u64,
     pub new_series: u64,
-    /// `TimeSeries` without samples (exemplars or native histograms only; ignored for now).
-    pub series_without_samples: u64,
     /// Metadata entries (accepted and ignored, as Prometheus does).
     pub metadata: u64,
 }
@@ -132,6 +161,8 @@ pub fn check_headers(
 struct RawSeries {
     labels: (u32, u32),
     samples: (u32, u32),
+    /// Index of the `TimeSeries` in the request (series without samples included).
+    index: u32,
 }
 
 /// A label as received: name and value bytes, borrowed from the request.
@@ -143,8 +174,12 @@ pub struct WriteBatch<'a> {
     labels: Vec<RawLabel<'a>>,
     samples: Vec<Sample>,
     series: Vec<RawSeries>,
-    /// `TimeSeries` without samples (exemplars or histograms only).
-    pub series_without_samples: u64,
+    /// `TimeSeries` in the request, with samples or not.
+    timeseries: usize,
+    /// Histogram samples and exemplars the request carried (not stored yet).
+    pub unsupported: Unsupported,
+    /// The first `TimeSeries` that carried any: its index in the request and its labels.
+    first_unsupported: Option<(usize, String)>,
     pub metadata: u64,
 }
 
@@ -203,6 +238,9 @@ pub fn decode(buf: &[u8]) -> Result<WriteBatch<'_>, ProtoError> {
 fn decode_series<'a>(r: &mut Reader<'a>, batch: &mut WriteBatch<'a>) -> Result<(), ProtoError> {
     let labels_start = batch.labels.len();
     let samples_start = batch.samples.len();
+    let unsupported_before = batch.unsupported;
+    let index = batch.timeseries;
+    batch.timeseries += 1;
     while let Some((field, v)) = r.next_field()? {
         match (field, v) {
             (TIMESERIES_LABELS, Value::Len(l)) => {
@@ -246,22 +284,32 @@ fn decode_series<'a>(r: &mut Reader<'a>, batch: &mut WriteBatch<'a>) -> Result<(
                 }
                 batch.samples.push(sample);
             }
-            (TIMESERIES_LABELS | TIMESERIES_SAMPLES, v) => {
-                return Err(wrong_type(r, "TimeSeries", field, &v, WIRE_LEN))
-            }
-            // Exemplars (3), histograms (4) and unknown fields: not stored yet.
+            // Counted only: a request carrying any is answered 400 (module docs).
+            (TIMESERIES_EXEMPLARS, Value::Len(_)) => batch.unsupported.exemplars += 1,
+            (TIMESERIES_HISTOGRAMS, Value::Len(_)) => batch.unsupported.histograms += 1,
+            (
+                TIMESERIES_LABELS
+                | TIMESERIES_SAMPLES
+                | TIMESERIES_EXEMPLARS
+                | TIMESERIES_HISTOGRAMS,
+                v,
+            ) => return Err(wrong_type(r, "TimeSeries", field, &v, WIRE_LEN)),
             _ => {}
         }
     }
+    if batch.first_unsupported.is_none() && batch.unsupported != unsupported_before {
+        let labels = format_raw_labels(&batch.labels[labels_start..]);
+        batch.first_unsupported = Some((index, labels));
+    }
     if batch.samples.len() == samples_start {
         batch.labels.truncate(labels_start);
-        batch.series_without_samples += 1;
         return Ok(());
     }
     let to_u32 = |n: usize| u32::try_from(n).map_err(|_| r.error("too many labels or samples"));
     batch.series.push(RawSeries {
         labels: (to_u32(labels_start)?, to_u32(batch.labels.len())?),
         samples: (to_u32(samples_start)?, to_u32(batch.samples.len())?),
+        index: to_u32(index)?,
     });
     Ok(())
 }
@@ -429,25 +477,48 @@ pub fn store(
         samples: report.accepted,
         duplicates: report.duplicates_ignored,
         new_series: report.new_series,
-        series_without_samples: batch.series_without_samples,
         metadata: batch.metadata,
     };
-    // The offender earliest in the request, whichever check found it.
-    let bad = first_bad.map(|(i, why)| (i, describe_invalid(why, limits)));
+    // The offender earliest in the request, whichever check found it: (request index,
+    // labels, reason).
+    let with_labels = |i: usize, why: String| {
+        let s = batch.series[i];
+        (s.index as usize, format_raw_labels(batch.series(i).0), why)
+    };
+    let bad = first_bad.map(|(i, why)| with_labels(i, describe_invalid(why, limits)));
     let engine = report
         .first_rejection
-        .map(|r| (spans[r.series].0, describe_rejection(db, r.reason, r.t)));
-    let (first_series, first_reason) = match (bad, engine) {
-        (Some(a), Some(b)) => std::cmp::min_by_key(a, b, |x| x.0),
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => return Ok(summary),
+        .map(|r| with_labels(spans[r.series].0, describe_rejection(db, r.reason, r.t)));
+    let unsupported = batch.first_unsupported.clone().map(|(i, labels)| {
+        let Unsupported {
+            histograms,
+            exemplars,
+        } = batch.unsupported;
+        let what = match (histograms > 0, exemplars > 0) {
+            (true, true) => "native histogram samples and exemplars",
+            (true, false) => "native histogram samples",
+            _ => "exemplars",
+        };
+        (
+            i,
+            labels,
+            format!("carries {what}, which are not stored yet"),
+        )
+    });
+    let Some((first_series, first_labels, first_reason)) = [bad, engine, unsupported]
+        .into_iter()
+        .flatten()
+        .min_by_key(|x| x.0)
+    else {
+        return Ok(summary);
     };
     counts.merge(&report.rejected);
     Err(WriteError::Rejected(Box::new(Rejections {
         counts,
+        unsupported: batch.unsupported,
         stored: report.accepted + report.duplicates_ignored,
         first_series,
-        first_labels: format_raw_labels(batch.series(first_series).0),
+        first_labels,
         first_reason,
     })))
 }

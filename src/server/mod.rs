@@ -421,7 +421,7 @@ async fn remote_write(State(st): State<Arc<AppState>>, req: Request) -> Response
         Err(e) => {
             if let ApiError::Write(WriteError::Rejected(r)) = &e {
                 m.write_samples.inc_by(r.stored);
-                m.rejected(&r.counts);
+                m.rejected(r);
             }
             e.into_response()
         }
