@@ -74,6 +74,16 @@ fn log_open(path: &str, db: &Db) {
             samples = r.unknown_refs
         );
     }
+    let skipped = r.records_not_kept;
+    if skipped.any_data() {
+        log_warn!(
+            "WAL records this version does not keep were skipped: native histograms, exemplars \
+             and metadata are not served (a Prometheus 3.x directory holds them)",
+            histogram_records = skipped.histograms,
+            exemplar_records = skipped.exemplars,
+            metadata_records = skipped.metadata
+        );
+    }
     if let Some((file, off, why)) = &r.chunks.dropped_tail {
         log_warn!(
             "head chunk file tail dropped; data comes from the WAL",

@@ -171,6 +171,23 @@ fn kubernetes_prometheus_config_passes_promtool(peer: Peer) {
     assert!(grace >= 60, "terminationGracePeriodSeconds {grace} < 60");
 }
 
+peer_tests!(example_prometheus_config_passes_promtool);
+
+/// `examples/prometheus.yml`, the snippet the README's quickstart runs, is a valid Prometheus
+/// configuration for both peers, and keeps what cairn cannot store yet switched off.
+fn example_prometheus_config_passes_promtool(peer: Peer) {
+    let out = promtool(peer, &["check", "config", "examples/prometheus.yml"]);
+    assert!(out.contains("SUCCESS"), "{out}");
+    let cfg = read("examples/prometheus.yml");
+    for want in ["send_native_histograms: false", "send_exemplars: false"] {
+        assert!(cfg.contains(want), "examples/prometheus.yml lacks {want:?}");
+    }
+    let k8s = read(K8S);
+    for want in ["send_native_histograms: false", "send_exemplars: false"] {
+        assert!(k8s.contains(want), "{K8S} lacks {want:?}");
+    }
+}
+
 /// Every string under an `expr` key.
 fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {

@@ -920,8 +920,10 @@ fn native_histograms_are_refused_visibly_while_floats_arrive_prometheus_3() {
 /// so no request carrying them may get a 2xx: the sender must count them in its own
 /// `prometheus_remote_storage_histograms_failed_total` (a 400 is non-recoverable for it, so
 /// nothing is retried), exactly as many as cairn counts refused, while the float samples of the
-/// same requests are stored. Prometheus 3.x only: 2.42 has the feature flag, but its own
-/// metrics carry no native histograms, so it would have none to send.
+/// same requests are stored. Then cairn is opened on a copy of the sender's own directory, whose
+/// WAL holds native-histogram records: the open log must name the records it skipped.
+/// Prometheus 3.x only: 2.42 has the feature flag, but its own metrics carry no native
+/// histograms, so it would have none to send.
 fn native_histograms_are_refused_visibly_while_floats_arrive(peer: Peer) {
     peer.prometheus();
     let tmp = tempfile::Builder::new()
@@ -1051,4 +1053,43 @@ fn native_histograms_are_refused_visibly_while_floats_arrive(peer: Peer) {
     eprintln!("e2e: {peer}: {agreed} histogram samples refused and counted failed by the sender");
     a.kill_term(Duration::from_secs(20)).unwrap();
     stop_cleanly(&mut storage);
+
+    // cairn opened on A's directory: its WAL holds native histogram records, which this version
+    // skips; the open log must say so rather than drop them silently.
+    let migrated = root.join("migrated");
+    fs::create_dir_all(migrated.join("data")).unwrap();
+    for entry in fs::read_dir(root.join("a-data")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == "lock" {
+            continue;
+        }
+        copy_tree(
+            &entry.path(),
+            &migrated.join("data").join(entry.file_name()),
+        );
+    }
+    let mut opened = start_storage(peer, StorageKind::Cairn, &migrated, storage_port, 2);
+    let log = fs::read_to_string(opened.log_path()).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("WAL records this version does not keep"))
+        .unwrap_or_else(|| panic!("no warning about skipped histogram records:\n{log}"));
+    assert!(
+        !line.contains("histogram_records=0"),
+        "the warning counts no histogram records: {line}"
+    );
+    stop_cleanly(&mut opened);
+}
+
+/// Copy a file or directory tree.
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        fs::create_dir_all(to).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        fs::copy(from, to).unwrap();
+    }
 }

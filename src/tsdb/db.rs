@@ -188,6 +188,8 @@ pub struct OpenReport {
     pub samples_replayed: u64,
     pub samples_skipped: u64,
     pub unknown_refs: u64,
+    /// WAL records of kinds cairn does not keep yet (a Prometheus 3.x WAL has them).
+    pub records_not_kept: super::wal::record::RecordsNotKept,
     pub blocks: u64,
     pub duration: Duration,
 }
@@ -548,6 +550,7 @@ impl Db {
         report.samples_replayed = st.samples_replayed;
         report.samples_skipped = st.samples_skipped;
         report.unknown_refs = st.unknown_refs;
+        report.records_not_kept = st.not_kept;
         report.duration = start.elapsed();
         let readers = Readers::default();
         readers.publish(blocks);

@@ -799,6 +799,8 @@ pub struct ReplayState {
     pub samples_skipped: u64,
     /// Samples whose series record was never seen.
     pub unknown_refs: u64,
+    /// Records of kinds the head does not keep (histograms, exemplars, metadata, …).
+    pub not_kept: record::RecordsNotKept,
 }
 
 /// The in-memory head block.
@@ -1494,8 +1496,13 @@ impl Head {
                 }
                 Ok(())
             }
-            // Exemplars, metadata, histograms: not kept (yet). Empty records are harmless.
-            _ => Ok(()),
+            // Exemplars, metadata, histograms: not kept (yet), counted for the open report.
+            Some(&t) => {
+                st.not_kept.count(t);
+                Ok(())
+            }
+            // Empty records are harmless.
+            None => Ok(()),
         }
     }
 

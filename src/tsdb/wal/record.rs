@@ -9,15 +9,51 @@
 //! Samples    (2): BE u64 baseRef, BE u64 baseT, ( varint ref-baseRef, varint t-baseT, BE u64 bits )*
 //! Tombstones (3): ( BE u64 ref, varint mint, varint maxt )*
 //! ```
-//! Unknown record types are skipped by the replayer (Prometheus writes exemplars, metadata and
-//! histograms that cairn does not keep yet). Decoders never trust a count before checking it
-//! against the bytes left.
+//! Other record types are skipped by the replayer and counted ([`RecordsNotKept`]): Prometheus
+//! 3.x writes exemplars (4), mmap markers of its out-of-order head (5), metadata (6) and native
+//! histograms (7–10) that cairn does not keep yet, and the open log names what was skipped.
+//! Decoders never trust a count before checking it against the bytes left.
 
 use crate::model::Labels;
 
 pub const SERIES: u8 = 1;
 pub const SAMPLES: u8 = 2;
 pub const TOMBSTONES: u8 = 3;
+pub const EXEMPLARS: u8 = 4;
+pub const METADATA: u8 = 6;
+/// Integer and float histograms, exponential (7, 8) and custom-bucket (9, 10).
+pub const HISTOGRAM_TYPES: std::ops::RangeInclusive<u8> = 7..=10;
+
+/// WAL records of kinds cairn does not keep yet, counted by replay so the loss is reported.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecordsNotKept {
+    /// Native histogram sample records (types 7–10).
+    pub histograms: u64,
+    /// Exemplar records (type 4).
+    pub exemplars: u64,
+    /// Metadata records (type 6).
+    pub metadata: u64,
+    /// Any other non-empty record (mmap markers, types of later versions).
+    pub other: u64,
+}
+
+impl RecordsNotKept {
+    /// Count one skipped record of type `t`.
+    pub fn count(&mut self, t: u8) {
+        let c = match t {
+            EXEMPLARS => &mut self.exemplars,
+            METADATA => &mut self.metadata,
+            t if HISTOGRAM_TYPES.contains(&t) => &mut self.histograms,
+            _ => &mut self.other,
+        };
+        *c += 1;
+    }
+
+    /// Whether any record holding data (not only markers) was skipped.
+    pub fn any_data(&self) -> bool {
+        self.histograms + self.exemplars + self.metadata > 0
+    }
+}
 
 /// A sample as the WAL stores it: series ref, timestamp (ms), float value.
 #[derive(Debug, Clone, Copy, PartialEq)]
