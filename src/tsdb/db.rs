@@ -178,6 +178,23 @@ pub enum DbError {
     Injected(String),
 }
 
+impl DbError {
+    /// What retrying the same operation can bring.
+    pub fn retry(&self) -> crate::tsdb::Retry {
+        use crate::tsdb::Retry;
+        match self {
+            DbError::Io { .. } | DbError::Injected(_) => Retry::Maybe,
+            DbError::Wal(e) => e.retry(),
+            DbError::Chunks(e) => e.retry(),
+            DbError::Block(e) => e.retry(),
+            DbError::Lock(_)
+            | DbError::Decode { .. }
+            | DbError::Options(_)
+            | DbError::OpenBlock { .. } => Retry::Never,
+        }
+    }
+}
+
 /// What opening found and did.
 #[derive(Debug, Default, Clone)]
 pub struct OpenReport {

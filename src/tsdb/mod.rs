@@ -24,6 +24,19 @@ pub mod querier;
 pub mod retention;
 pub mod wal;
 
+/// What trying the same operation again can bring: every engine error says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The condition clears by itself within seconds (a poisoned WAL opening a fresh segment,
+    /// a shutdown handing over): retry soon (HTTP 503 with `Retry-After`).
+    Soon,
+    /// A storage fault that may or may not clear (I/O error, full disk): retry with backoff
+    /// (HTTP 500).
+    Maybe,
+    /// The same request fails the same way (damaged data it must read, an invalid argument).
+    Never,
+}
+
 pub use db::{Db, DbError, OpenReport, Options, ProgressFn, ReplayProgress};
 pub use head::{AppendError, AppendReport, AppendSeries, RejectReason, Sample};
 

@@ -77,6 +77,14 @@ pub enum BlockError {
 }
 
 impl BlockError {
+    /// What retrying can bring: I/O may clear; damaged or refused input will not.
+    pub fn retry(&self) -> crate::tsdb::Retry {
+        match self {
+            BlockError::Io { .. } | BlockError::Exists { .. } => crate::tsdb::Retry::Maybe,
+            _ => crate::tsdb::Retry::Never,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: &Path, source: io::Error) -> BlockError {
         BlockError::Io {
             op,

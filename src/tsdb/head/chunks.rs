@@ -66,6 +66,16 @@ pub enum ChunkFileError {
     UnknownFile(u64),
 }
 
+impl ChunkFileError {
+    /// What retrying can bring: I/O may clear; a damaged file or dangling reference will not.
+    pub fn retry(&self) -> crate::tsdb::Retry {
+        match self {
+            ChunkFileError::Io { .. } => crate::tsdb::Retry::Maybe,
+            _ => crate::tsdb::Retry::Never,
+        }
+    }
+}
+
 /// What a [`MappedChunk`]'s bytes live in.
 #[derive(Clone)]
 enum Backing {

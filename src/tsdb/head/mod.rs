@@ -226,6 +226,15 @@ pub enum AppendError {
     Wal(#[from] WalError),
 }
 
+impl AppendError {
+    /// What retrying the same batch can bring.
+    pub fn retry(&self) -> crate::tsdb::Retry {
+        match self {
+            AppendError::Wal(e) => e.retry(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct HeadOptions {
     /// Block range in ms (`--storage.tsdb.min-block-duration`); chunks never cross it.

@@ -140,6 +140,17 @@ pub enum WalError {
 }
 
 impl WalError {
+    /// Whether writing again can succeed: a poisoned writer heals by opening a fresh segment,
+    /// a closed one is shutting down; an I/O error may clear; a gap is damage on disk.
+    pub fn retry(&self) -> crate::tsdb::Retry {
+        use crate::tsdb::Retry;
+        match self {
+            WalError::Poisoned { .. } | WalError::EpochChanged | WalError::Closed => Retry::Soon,
+            WalError::Io { .. } => Retry::Maybe,
+            WalError::Gap(_) => Retry::Never,
+        }
+    }
+
     fn io(op: &'static str, path: &Path, source: io::Error) -> WalError {
         WalError::Io {
             op,
