@@ -14,6 +14,7 @@ use cairn::model::{MatchType, Matcher};
 use cairn::tsdb::db::FaultFn;
 use cairn::tsdb::wal::{SyncPolicy, WalOptions};
 use cairn::tsdb::{AppendSeries, Db, DbError, Options, Sample};
+use cairn::tsdb::{FaultPoint, Step};
 use common::dump;
 
 const HOUR: i64 = 3_600_000;
@@ -294,15 +295,21 @@ fn compaction_waits_for_queries_that_started_before_the_block_was_published() {
 
 #[test]
 fn a_crash_at_any_compaction_step_loses_and_doubles_nothing() {
-    let steps = [
-        "raise-min-valid",
-        "write-block",
-        "publish-block",
-        "truncate-head",
-    ];
+    // Every fault point of head compaction and WAL truncation (merges and retention have
+    // their matrix in tests/housekeeping.rs).
+    let steps = FaultPoint::ALL
+        .into_iter()
+        .filter(|p| matches!(p.step(), Step::HeadCompaction | Step::WalTruncation));
+    let mut tried = 0;
     for step in steps {
+        tried += 1;
         let dir = tempfile::tempdir().unwrap();
-        let load = Load::new(40);
+        // Enough WAL segments for the first run to write a checkpoint (WAL points).
+        let load = Load::new(if step.step() == Step::WalTruncation {
+            150
+        } else {
+            40
+        });
         let mut exp = Expected::new();
         let fire = Arc::new(AtomicBool::new(true));
         let mut o = opts();
@@ -310,13 +317,13 @@ fn a_crash_at_any_compaction_step_loses_and_doubles_nothing() {
             let fire = Arc::clone(&fire);
             // Head steps: fail the second time, so one block is complete. WAL steps run once
             // per compaction: fail the first time.
-            let nth = if ["checkpoint", "truncate-wal", "delete-checkpoints"].contains(&step) {
+            let nth = if step.step() == Step::WalTruncation {
                 0
             } else {
                 1
             };
             let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            o.fault = Some(FaultFn(Arc::new(move |s: &str| {
+            o.fault = Some(FaultFn(Arc::new(move |s: FaultPoint| {
                 s == step
                     && fire.load(Ordering::SeqCst)
                     && seen.fetch_add(1, Ordering::SeqCst) == nth
@@ -361,6 +368,7 @@ fn a_crash_at_any_compaction_step_loses_and_doubles_nothing() {
             );
         }
     }
+    assert!(tried >= 7, "only {tried} fault points");
 }
 
 #[test]
@@ -422,14 +430,14 @@ fn a_failed_wal_checkpoint_is_retried_by_the_next_run_without_a_new_block() {
     let first = Arc::new(AtomicBool::new(true));
     {
         let first = Arc::clone(&first);
-        o.fault = Some(FaultFn(Arc::new(move |s: &str| {
-            s == "checkpoint" && first.swap(false, Ordering::SeqCst)
+        o.fault = Some(FaultFn(Arc::new(move |s: FaultPoint| {
+            s == FaultPoint::Checkpoint && first.swap(false, Ordering::SeqCst)
         })));
     }
     let db = Db::open(dir.path(), o).unwrap();
     load.push(&db, i64::MIN, i64::MAX, &mut exp);
     match db.compact() {
-        Err(DbError::Injected(s)) => assert_eq!(s, "checkpoint"),
+        Err(DbError::Injected(s)) => assert_eq!(s, FaultPoint::Checkpoint),
         other => panic!("expected the injected checkpoint failure, got {other:?}"),
     }
     // Nothing new to compact, but the checkpoint is owed.
@@ -455,8 +463,8 @@ fn a_run_that_failed_after_publishing_a_block_does_not_write_it_again() {
     let first = Arc::new(AtomicBool::new(true));
     {
         let first = Arc::clone(&first);
-        o.fault = Some(FaultFn(Arc::new(move |s: &str| {
-            s == "truncate-head" && first.swap(false, Ordering::SeqCst)
+        o.fault = Some(FaultFn(Arc::new(move |s: FaultPoint| {
+            s == FaultPoint::TruncateHead && first.swap(false, Ordering::SeqCst)
         })));
     }
     let db = Db::open(dir.path(), o).unwrap();

@@ -63,6 +63,7 @@ use cairn::tsdb::db::FaultFn;
 use cairn::tsdb::fileutil::TMP_SUFFIXES;
 use cairn::tsdb::wal::{SyncPolicy, WalError, WalOptions};
 use cairn::tsdb::{AppendError, Db, Options, Sample};
+use cairn::tsdb::{FaultPoint, Step};
 use common::{label_text, value};
 
 /// Set in the child: the (empty) tmpfs mount point to work in.
@@ -96,7 +97,7 @@ enum Fill {
     Before,
     /// When the first compaction reaches step `.0` (an `Options::fault` step name) for the
     /// `.1`-th time.
-    AtStep(&'static str, usize),
+    AtStep(FaultPoint, usize),
 }
 
 /// How the disk fills up, and what the head does meanwhile.
@@ -154,7 +155,7 @@ fn a_full_disk_fails_compaction_cleanly_and_loses_nothing_acknowledged() {
             },
             Variant {
                 name: "fills-while-writing-the-second-block",
-                fill: Fill::AtStep("write-block", 2),
+                fill: Fill::AtStep(FaultPoint::WriteBlock, 2),
                 blocks_before_failure: 1,
                 room_for_appends: 48 * 1024,
                 cut_chunks_while_full: false,
@@ -163,7 +164,7 @@ fn a_full_disk_fails_compaction_cleanly_and_loses_nothing_acknowledged() {
             },
             Variant {
                 name: "fills-before-the-wal-checkpoint",
-                fill: Fill::AtStep("checkpoint", 1),
+                fill: Fill::AtStep(FaultPoint::Checkpoint, 1),
                 blocks_before_failure: 3,
                 room_for_appends: 4 * 1024,
                 cut_chunks_while_full: false,
@@ -225,13 +226,92 @@ fn chunks_head_is_written_again_once_space_returns() {
             name: "chunk-file-created-on-the-full-disk",
             // Head truncation after the first block closes the current chunk file, so the
             // next cut on the full disk creates one.
-            fill: Fill::AtStep("write-block", 2),
+            fill: Fill::AtStep(FaultPoint::WriteBlock, 2),
             blocks_before_failure: 1,
             room_for_appends: 0,
             cut_chunks_while_full: true,
             read_while_full: true,
             wal_on_other_fs: true,
         }],
+    );
+}
+
+/// Size retention exists to free space, so a full disk is when it matters most: while head
+/// compaction keeps failing there (`ENOSPC` writing the block), the same housekeeping run must
+/// still apply retention, delete the oldest block and give its space back.
+#[test]
+fn retention_frees_space_on_a_full_disk_while_head_compaction_keeps_failing() {
+    match std::env::var_os(CHILD_ENV) {
+        Some(mnt) => {
+            retention_on_a_full_disk(Path::new(&mnt));
+            println!("{DONE}");
+        }
+        None => run_in_small_fs(
+            "retention_frees_space_on_a_full_disk_while_head_compaction_keeps_failing",
+        ),
+    }
+}
+
+fn retention_on_a_full_disk(mnt: &Path) {
+    let (fs_type, total, _) = fs_stats(mnt);
+    assert!(
+        fs_type == TMPFS_MAGIC && total <= 4 * FS_BYTES,
+        "refusing to fill {}: not a small tmpfs",
+        mnt.display()
+    );
+    let dir = mnt.join("data");
+    let filler = mnt.join("filler");
+    let start = (cairn::tsdb::head::now_ms() - 6 * HOUR) / HOUR * HOUR + 7;
+    let push = |db: &Db, from: i64, to: i64| {
+        let mut t = from;
+        while t < to {
+            let times: Vec<i64> = (0..PUSH_STEPS)
+                .map(|k| t + k * STEP)
+                .filter(|&x| x < to)
+                .collect();
+            common::append(db, &batch(&times)).unwrap();
+            t += PUSH_STEPS * STEP;
+        }
+    };
+    let db = Db::open(&dir, options()).unwrap();
+    push(&db, start, start + 4 * HOUR);
+    let first = db.compact().unwrap();
+    assert!(first.blocks.len() >= 2, "{first:?}");
+    // Head compaction is due again, and the disk fills up.
+    push(&db, start + 4 * HOUR, start + 5 * HOUR + 40 * 60_000);
+    fill(&filler);
+    let (_, _, free_before) = fs_stats(mnt);
+    // A size limit the data exceeds by less than the oldest block.
+    let set = db.blocks();
+    let oldest = set.blocks[0].meta().ulid;
+    let blocks: u64 = set.blocks.iter().map(|b| b.size()).sum();
+    let limit = blocks + db.wal_and_head_bytes() - set.blocks[0].size() / 2;
+    let oldest_bytes = set.blocks[0].size();
+    // Our handle on the block set keeps the blocks' files mapped: let it go.
+    drop(set);
+    db.set_retention(0, limit, Some(HOUR));
+
+    let r = db.housekeep();
+    assert!(
+        r.errors.iter().any(|e| e.step == Step::HeadCompaction),
+        "head compaction did not fail on the full disk: {r:?}"
+    );
+    assert!(
+        r.retention.iter().any(|(u, _)| *u == oldest),
+        "retention did not delete the oldest block while head compaction failed: {r:?}"
+    );
+    assert!(!dir.join(oldest.to_string()).exists());
+    let (_, _, free_after) = fs_stats(mnt);
+    // The block's bytes, but for what a page or two of rounding takes.
+    assert!(
+        free_after >= free_before + oldest_bytes * 9 / 10,
+        "the oldest block's {oldest_bytes} B did not come back: {free_before} B free before, \
+         {free_after} B after"
+    );
+    println!(
+        "disk-full: retention freed {} B while head compaction failed ({})",
+        free_after - free_before,
+        r.errors[0]
     );
 }
 
@@ -694,7 +774,7 @@ fn scenario(root: &Path, v: &Variant, start: i64) {
             filler.clone(),
             Arc::new(AtomicUsize::new(0)),
         );
-        opts.fault = Some(FaultFn(Arc::new(move |s: &str| {
+        opts.fault = Some(FaultFn(Arc::new(move |s: FaultPoint| {
             if armed.load(Ordering::SeqCst)
                 && s == step
                 && seen.fetch_add(1, Ordering::SeqCst) + 1 == nth

@@ -14,6 +14,7 @@ use cairn::server::ServerConfig;
 use cairn::tsdb::db::FaultFn;
 use cairn::tsdb::wal::{SyncPolicy, WalOptions};
 use cairn::tsdb::{AppendSeries, Db, DbError, Options, Sample};
+use cairn::tsdb::{FaultPoint, Step};
 use common::dump;
 use common::server::TestServer;
 
@@ -242,7 +243,7 @@ fn retention_by_time_and_size_removes_exactly_the_oldest_blocks() {
         assert!(!dir.path().join(u.to_string()).exists());
     }
     // What stays reads back exactly: samples at or after the oldest kept block's start.
-    let (oldest_kept, kept) = kept_from_oldest_block(&db, &exp);
+    let (_, kept) = kept_from_oldest_block(&db, &exp);
     assert_same(&db, &kept, "after time retention");
     drop(db);
 
@@ -254,23 +255,47 @@ fn retention_by_time_and_size_removes_exactly_the_oldest_blocks() {
     drop(db);
     o.retention_bytes = budget;
     let db = Db::open(dir.path(), o).unwrap();
-    let n_before = db.blocks().blocks.len();
-    let r = db.compact().unwrap();
-    assert!(!r.retention.is_empty() && r.retention.iter().all(|(_, w)| w.as_str() == "size"));
-    let left: u64 =
-        db.blocks().blocks.iter().map(|b| b.size()).sum::<u64>() + db.wal_and_head_bytes();
-    assert!(left <= budget, "{left} > {budget}");
-    assert_eq!(db.blocks().blocks.len(), n_before - r.retention.len());
-    // The oldest went: every kept block is newer than every deleted one.
-    let kept_min = db
+    // The blocks oldest first (retention's order: by max time, then min time, then ULID).
+    let mut before: Vec<_> = db
         .blocks()
         .blocks
         .iter()
-        .map(|b| b.meta().min_time)
-        .min()
-        .unwrap();
-    assert!(r.retention.iter().all(|(u, _)| u.timestamp_ms() > 0));
-    assert!(kept_min > oldest_kept);
+        .map(|b| {
+            let m = b.meta();
+            ((m.max_time, m.min_time, m.ulid), b.size())
+        })
+        .collect();
+    before.sort();
+    let r = db.compact().unwrap();
+    // Retention saw exactly these blocks: compaction made and merged none.
+    assert!(r.blocks.is_empty() && r.merged.is_empty(), "{r:?}");
+    assert!(r.retention.iter().all(|(_, w)| w.as_str() == "size"));
+    let head = db.wal_and_head_bytes();
+    let left = |from: usize| head + before[from..].iter().map(|(_, n)| n).sum::<u64>();
+    // The deleted set is a prefix of the oldest blocks ...
+    let n = r.retention.len();
+    assert!(n > 0 && n < before.len(), "{n} of {} deleted", before.len());
+    let mut gone: Vec<_> = r.retention.iter().map(|(u, _)| *u).collect();
+    gone.sort();
+    let mut oldest: Vec<_> = before[..n].iter().map(|((_, _, u), _)| *u).collect();
+    oldest.sort();
+    assert_eq!(gone, oldest, "not the oldest {n} blocks");
+    // ... large enough to get within the budget, and minimal: keeping its newest block would
+    // have stayed over it.
+    assert!(left(n) <= budget, "{} > {budget} after deleting", left(n));
+    assert!(
+        left(n - 1) > budget,
+        "one block fewer would have done: {} <= {budget}",
+        left(n - 1)
+    );
+    let mut kept: Vec<_> = db.blocks().blocks.iter().map(|b| b.meta().ulid).collect();
+    kept.sort();
+    let mut want: Vec<_> = before[n..].iter().map(|((_, _, u), _)| *u).collect();
+    want.sort();
+    assert_eq!(kept, want);
+    for u in &gone {
+        assert!(!dir.path().join(u.to_string()).exists());
+    }
 }
 
 fn matcher(name: &str, value: &str) -> Matcher {
@@ -325,12 +350,12 @@ fn deleted_samples_vanish_at_once_stay_gone_and_clean_tombstones_rewrites_blocks
 
 #[test]
 fn a_stop_at_any_merge_or_retention_step_loses_and_doubles_nothing() {
-    for step in [
-        "merge-write",
-        "merge-publish",
-        "merge-delete-parents",
-        "retention-delete",
-    ] {
+    // Every fault point of merges and retention (head compaction and WAL truncation have
+    // their matrix in tests/compaction.rs).
+    for step in FaultPoint::ALL
+        .into_iter()
+        .filter(|p| matches!(p.step(), Step::Merge | Step::Retention))
+    {
         let dir = tempfile::tempdir().unwrap();
         let mut exp = Expected::new();
         {
@@ -339,7 +364,7 @@ fn a_stop_at_any_merge_or_retention_step_loses_and_doubles_nothing() {
         }
         let step_opts = || {
             let mut o = opts();
-            if step == "retention-delete" {
+            if step == FaultPoint::RetentionDelete {
                 // No merging, so whole 1h blocks fall out of a 4h retention.
                 o.max_block_duration_ms = Some(HOUR);
                 o.retention_ms = 4 * HOUR;
@@ -351,7 +376,7 @@ fn a_stop_at_any_merge_or_retention_step_loses_and_doubles_nothing() {
         {
             let fired = Arc::clone(&fired);
             let n = Arc::new(AtomicUsize::new(0));
-            o.fault = Some(FaultFn(Arc::new(move |s: &str| {
+            o.fault = Some(FaultFn(Arc::new(move |s: FaultPoint| {
                 let hit = s == step && n.fetch_add(1, Ordering::SeqCst) == 0;
                 if hit {
                     fired.store(true, Ordering::SeqCst);
@@ -382,11 +407,11 @@ fn a_stop_at_any_merge_or_retention_step_loses_and_doubles_nothing() {
                 "{step}: overlapping blocks"
             );
         }
-        if step == "retention-delete" {
+        if step == FaultPoint::RetentionDelete {
             // Retention may or may not have finished; whatever stays is exact.
             db.compact().unwrap();
             let (_, kept) = kept_from_oldest_block(&db, &exp);
-            assert_same(&db, &kept, step);
+            assert_same(&db, &kept, step.as_str());
         } else {
             assert_same(&db, &exp, &format!("{step}: after restart"));
             db.compact().unwrap();
@@ -490,4 +515,110 @@ fn admin_api_needs_the_flag_and_speaks_prometheus() {
     }
     let snapdb = Db::open(copy.path(), opts()).unwrap();
     assert_same(&snapdb, &exp, "snapshot");
+}
+
+/// A merge that fails for good (a damaged chunk in a parent) marks its blocks
+/// `compaction.failed` in their meta.json, as Prometheus does, and the planner moves on: the
+/// next run does not try the same merge again. Retention runs in the same run all the same.
+#[test]
+fn a_block_with_a_damaged_chunk_is_marked_failed_and_skipped_while_retention_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut exp = Expected::new();
+    // 1h blocks only, first: nothing merges yet.
+    let one_hour = || Options {
+        max_block_duration_ms: Some(HOUR),
+        ..opts()
+    };
+    {
+        let db = Db::open(dir.path(), one_hour()).unwrap();
+        push(&db, 8, &mut exp);
+        db.compact().unwrap();
+        assert!(db.blocks().blocks.len() >= 6, "{:?}", db.blocks());
+    }
+    // Damage one chunk byte (past the segment header) in every block: any merge fails.
+    let blocks = block_dirs(dir.path());
+    for b in &blocks {
+        let path = dir.path().join(b).join("chunks/000001");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[12] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    // Now 3h merges are planned, and a 4h retention removes the oldest blocks.
+    let db = Db::open(
+        dir.path(),
+        Options {
+            max_block_duration_ms: Some(3 * HOUR),
+            retention_ms: 4 * HOUR,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let r = db.housekeep();
+    let merge_errors: Vec<String> = r
+        .errors
+        .iter()
+        .filter(|e| e.step == Step::Merge)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(!merge_errors.is_empty(), "no merge failed: {r:?}");
+    assert!(
+        merge_errors.iter().all(|e| e.contains("chunks/000001")),
+        "{merge_errors:?}"
+    );
+    assert!(
+        r.errors.iter().all(|e| e.step == Step::Merge),
+        "only merges fail: {r:?}"
+    );
+    assert!(r.merged.is_empty(), "{r:?}");
+    assert!(!r.marked_failed.is_empty());
+    // Retention ran in the same run.
+    assert!(!r.retention.is_empty(), "retention did not run: {r:?}");
+    for (ulid, _) in &r.retention {
+        assert!(!dir.path().join(ulid.to_string()).exists(), "{ulid} kept");
+    }
+    // The marks are on disk, in Prometheus's field, for the blocks still there.
+    for b in db.blocks().blocks.iter() {
+        let meta = std::fs::read_to_string(b.dir().join("meta.json")).unwrap();
+        let marked = r.marked_failed.contains(&b.meta().ulid);
+        assert_eq!(b.meta().compaction.failed, marked, "{meta}");
+        assert_eq!(meta.contains("\"failed\": true"), marked, "{meta}");
+    }
+    // The next run does not try the failed merges again.
+    let again = db.housekeep();
+    assert!(again.errors.is_empty(), "{again:?}");
+    assert!(again.merged.is_empty(), "{again:?}");
+    // And a restart keeps the marks.
+    let marked: Vec<_> = db
+        .blocks()
+        .blocks
+        .iter()
+        .filter(|b| b.meta().compaction.failed)
+        .map(|b| b.meta().ulid)
+        .collect();
+    assert!(!marked.is_empty());
+    drop(db);
+    let db = Db::open(
+        dir.path(),
+        Options {
+            max_block_duration_ms: Some(3 * HOUR),
+            retention_ms: 4 * HOUR,
+            ..opts()
+        },
+    )
+    .unwrap();
+    assert!(db.housekeep().errors.is_empty());
+    for b in db.blocks().blocks.iter() {
+        assert_eq!(b.meta().compaction.failed, marked.contains(&b.meta().ulid));
+    }
+}
+
+/// Block directories (ULID names) in `dir`.
+fn block_dirs(dir: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 26 && dir.join(n).join("meta.json").exists())
+        .collect();
+    out.sort();
+    out
 }

@@ -4,10 +4,23 @@
 //!
 //! [`Cursor`] walks a byte slice and never reads outside it: every getter returns `None` at the
 //! end of the data or on a malformed varint, and the caller turns that into its own typed
-//! corruption error (with the file, section and [`Cursor::pos`]). Encoding helpers live in
-//! `wal::record` (`put_uvarint`, `put_varint`) and are re-exported here.
+//! corruption error (with the file, section and [`Cursor::pos`]). The encoders
+//! ([`put_uvarint`], [`put_varint`], [`put_uvarint_str`]) are shared by the WAL records, the
+//! head chunk files, the index and the block files.
 
-pub use crate::tsdb::wal::record::{put_uvarint, put_varint};
+/// Appends LEB128 `uvarint(x)` (Go `binary.PutUvarint`).
+pub fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        out.push((x as u8) | 0x80);
+        x >>= 7;
+    }
+    out.push(x as u8);
+}
+
+/// Appends zig-zag `varint(x)` (Go `binary.PutVarint`).
+pub fn put_varint(out: &mut Vec<u8>, x: i64) {
+    put_uvarint(out, ((x << 1) ^ (x >> 63)) as u64);
+}
 
 /// Appends `uvarint(len) | bytes` (Go `PutUvarintStr`).
 pub fn put_uvarint_str(out: &mut Vec<u8>, s: &str) {

@@ -157,6 +157,59 @@ impl LockFile {
     }
 }
 
+/// What a [`MappedChunk`]'s bytes live in.
+#[derive(Clone)]
+enum Backing {
+    Map(std::sync::Arc<memmap2::Mmap>),
+    /// A copy of a chunk still in the write buffer (its file could not be written yet).
+    Owned(std::sync::Arc<[u8]>),
+}
+
+/// A chunk's bytes inside a mapped file (kept alive by the `Arc`), or a copy.
+#[derive(Clone)]
+pub struct MappedChunk {
+    backing: Backing,
+    start: usize,
+    end: usize,
+}
+
+impl MappedChunk {
+    /// Bytes `start..end` of `map` (out-of-range bounds read as empty, never panic).
+    pub fn new(map: std::sync::Arc<memmap2::Mmap>, start: usize, end: usize) -> MappedChunk {
+        MappedChunk {
+            backing: Backing::Map(map),
+            start,
+            end,
+        }
+    }
+
+    /// A copy of `data` (bytes not in a mapped file yet).
+    pub fn copy_of(data: &[u8]) -> MappedChunk {
+        MappedChunk {
+            backing: Backing::Owned(std::sync::Arc::from(data)),
+            start: 0,
+            end: data.len(),
+        }
+    }
+}
+
+impl std::ops::Deref for MappedChunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let all: &[u8] = match &self.backing {
+            Backing::Map(m) => m,
+            Backing::Owned(b) => b,
+        };
+        all.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for MappedChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MappedChunk({}..{})", self.start, self.end)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

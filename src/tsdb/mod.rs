@@ -16,12 +16,14 @@ pub mod chunkenc;
 pub mod compact;
 pub mod db;
 pub mod encoding;
+pub mod error;
 pub mod fileutil;
 pub mod head;
 pub mod index;
 pub mod postings;
 pub mod querier;
 pub mod retention;
+pub mod u64map;
 pub mod wal;
 
 /// What trying the same operation again can bring: every engine error says which.
@@ -37,7 +39,9 @@ pub enum Retry {
     Never,
 }
 
-pub use db::{Db, DbError, OpenReport, Options, ProgressFn, ReplayProgress};
+pub use db::{
+    Db, DbError, FaultPoint, OpenReport, Options, ProgressFn, ReplayProgress, Step, StepError,
+};
 pub use head::{AppendError, AppendReport, AppendSeries, RejectReason, Sample};
 
 use std::time::Duration;

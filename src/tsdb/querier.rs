@@ -19,8 +19,9 @@ use std::sync::Arc;
 use crate::model::{Labels, Matcher};
 use crate::tsdb::block::{Block, BlockError};
 use crate::tsdb::chunkenc::{DecodeError, Encoding, XorChunk, XorIterator, SAMPLES_PER_CHUNK};
-use crate::tsdb::db::{DbError, SeriesChunks};
+use crate::tsdb::error::DbError;
 use crate::tsdb::head::chunks::ChunkDiskMapper;
+use crate::tsdb::head::Sample;
 use crate::tsdb::head::{ChunkData, ChunkMeta, Head, MemSeries};
 
 /// One source's chunks of a series and the intervals deleted in that source.
@@ -99,10 +100,10 @@ impl<'a> Cursor<'a> {
                     // a block holding them is not rewritten (that would drop them).
                     if enc != Encoding::Xor as u8 {
                         if purge {
-                            return Err(DbError::Options(format!(
-                                "block {} holds chunks of encoding {enc} (native histograms),                                  which cairn cannot rewrite; it is left as it is",
-                                block.meta().ulid
-                            )));
+                            return Err(DbError::Unmergeable {
+                                ulid: block.meta().ulid,
+                                encoding: enc,
+                            });
                         }
                         continue;
                     }
@@ -378,6 +379,50 @@ pub(crate) fn dedup_overlaps(mut chunks: Vec<ChunkMeta>) -> Result<Vec<ChunkMeta
     }
     flush(&mut run, &mut out)?;
     Ok(out)
+}
+
+/// A selected series: its labels, chunks overlapping the range and deleted intervals.
+#[derive(Debug, Clone)]
+pub struct SeriesChunks {
+    pub labels: Labels,
+    pub chunks: Vec<ChunkMeta>,
+    pub tombstones: Vec<(i64, i64)>,
+}
+
+impl SeriesChunks {
+    /// Decoded samples in `[mint, maxt]`, deleted intervals removed.
+    pub fn samples(&self, mint: i64, maxt: i64) -> Result<Vec<Sample>, DecodeError> {
+        let mut out = Vec::new();
+        self.samples_into(mint, maxt, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`SeriesChunks::samples`], appending to `out` (reuse one buffer across series).
+    pub fn samples_into(
+        &self,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), DecodeError> {
+        for c in &self.chunks {
+            let mut it = c.iter()?;
+            for (t, v) in it.by_ref() {
+                if t < mint || t > maxt || self.is_deleted(t) {
+                    continue;
+                }
+                out.push(Sample { t, v });
+            }
+            if let Some(e) = it.err() {
+                return Err(e.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `t` falls in a deleted interval.
+    pub fn is_deleted(&self, t: i64) -> bool {
+        self.tombstones.iter().any(|&(a, b)| t >= a && t <= b)
+    }
 }
 
 #[cfg(test)]

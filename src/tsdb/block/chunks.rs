@@ -22,7 +22,7 @@ use memmap2::Mmap;
 use super::BlockError;
 use crate::tsdb::encoding::{put_uvarint, Cursor};
 use crate::tsdb::fileutil::fsync_dir;
-use crate::tsdb::head::chunks::MappedChunk;
+use crate::tsdb::fileutil::MappedChunk;
 use crate::tsdb::index::ChunkMeta;
 
 pub const MAGIC: u32 = 0x85BD_40DD;

@@ -437,6 +437,17 @@ impl Block {
         Block::open(&self.dir)
     }
 
+    /// The block with `compaction.failed` set in its `meta.json` (replaced atomically;
+    /// Prometheus `setCompactionFailed`): the planner leaves it out of merges from then on.
+    pub fn with_compaction_failed(&self) -> Result<Block, BlockError> {
+        let mut meta = self.meta.clone();
+        meta.compaction.failed = true;
+        let meta_path = self.dir.join(META_FILE);
+        crate::tsdb::fileutil::write_atomic(&meta_path, &meta.to_json())
+            .map_err(|e| BlockError::io("write", &meta_path, e))?;
+        Block::open(&self.dir)
+    }
+
     /// Series `id` with its chunks' bytes.
     pub fn read_series(&self, id: u32) -> Result<ReadSeries<'_>, BlockError> {
         let e = self.index.series(id)?;

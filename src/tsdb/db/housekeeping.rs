@@ -17,49 +17,89 @@
 //! block, whose end becomes the head's lower bound at open, so the WAL's copy of its samples
 //! is skipped on replay and nothing is doubled.
 
+use std::ops::ControlFlow;
+
 use super::*;
 
+/// Put a step's error into the report. `Break` after an injected fault: a crash, so nothing
+/// after it runs.
+fn record(report: &mut CompactReport, step: Step, res: Result<(), DbError>) -> ControlFlow<()> {
+    let Err(error) = res else {
+        return ControlFlow::Continue(());
+    };
+    let crash = matches!(error, DbError::Injected(_));
+    report.errors.push(StepError { step, error });
+    if crash {
+        ControlFlow::Break(())
+    } else {
+        ControlFlow::Continue(())
+    }
+}
+
 impl Db {
-    /// Turn every head range older than 1.5 block ranges into a block, truncate the head and
-    /// the WAL (see the module docs). Safe while appends and queries run; one at a time.
-    pub fn compact(&self) -> Result<CompactReport, DbError> {
+    /// One housekeeping run (see the module docs): head compaction, WAL truncation, merges
+    /// and retention. Each step runs whatever the others did — retention above all, which
+    /// frees the space a failing compaction may lack — and every failure is in the report's
+    /// `errors`. An injected fault (tests) stops the run where it fires, as a crash would.
+    /// Safe while appends and queries run; one run at a time.
+    pub fn housekeep(&self) -> CompactReport {
         let _one = self.compacting.lock();
         let start = Instant::now();
-        let res = self.compact_locked(start);
+        let mut report = CompactReport::default();
+        self.housekeep_locked(&mut report);
+        report.duration = start.elapsed();
         self.stats.compactions.fetch_add(1, Ordering::Relaxed);
         self.stats
             .compaction_nanos
-            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        if res.is_err() {
+            .fetch_add(report.duration.as_nanos() as u64, Ordering::Relaxed);
+        if !report.errors.is_empty() {
             self.stats
                 .compaction_failures
                 .fetch_add(1, Ordering::Relaxed);
         }
-        res
+        report
     }
 
-    pub(super) fn compact_locked(&self, start: Instant) -> Result<CompactReport, DbError> {
-        let mut report = CompactReport::default();
-        let range = self.opts.block_range_ms;
+    /// [`Db::housekeep`], answering with its error when a step failed (the only one, or all
+    /// of them as [`DbError::Steps`]).
+    pub fn compact(&self) -> Result<CompactReport, DbError> {
+        let mut report = self.housekeep();
+        let mut errors = std::mem::take(&mut report.errors);
+        match errors.len() {
+            0 => Ok(report),
+            1 => Err(errors.remove(0).error),
+            _ => Err(DbError::Steps(errors)),
+        }
+    }
+
+    fn housekeep_locked(&self, report: &mut CompactReport) {
         let mut truncated_to = None;
-        let head_result = self.compact_head(range, &mut report, &mut truncated_to);
+        let head = self.compact_head(self.opts.block_range_ms, report, &mut truncated_to);
+        let head_ok = head.is_ok();
+        if record(report, Step::HeadCompaction, head).is_break() {
+            return;
+        }
         // A WAL truncation that failed before (a full disk), or was never reached because a
         // later step failed, is done even when no new block was written: its segments are
-        // what a full disk most needs freed.
+        // what a full disk most needs freed. Not after a failed head compaction: the head may
+        // still need what they hold.
         let pending = self.wal_truncation_pending.lock().take();
         if let Some(mint) = truncated_to.or(pending) {
-            if head_result.is_err() {
+            if !head_ok {
                 *self.wal_truncation_pending.lock() = Some(mint);
-            } else if let Err(e) = self.truncate_wal(mint, &mut report) {
+            } else if let Err(e) = self.truncate_wal(mint, report) {
                 *self.wal_truncation_pending.lock() = Some(mint);
-                return Err(e);
+                if record(report, Step::WalTruncation, Err(e)).is_break() {
+                    return;
+                }
             }
         }
-        head_result?;
-        self.compact_blocks(&mut report)?;
-        self.apply_retention(&mut report)?;
-        report.duration = start.elapsed();
-        Ok(report)
+        let merges = self.compact_blocks(report);
+        if record(report, Step::Merge, merges).is_break() {
+            return;
+        }
+        let retention = self.apply_retention(report);
+        let _ = record(report, Step::Retention, retention);
     }
 
     /// The head-compaction loop of [`Db::compact`]; `truncated_to` is the head's new lower
@@ -78,9 +118,9 @@ impl Db {
             if truncated_to.is_some_and(|t| maxt <= t) {
                 break; // no progress (cannot happen: truncation raises the head's min time)
             }
-            self.fault("raise-min-valid")?;
+            self.fault(FaultPoint::RaiseMinValid)?;
             self.head.raise_min_valid(maxt);
-            self.fault("write-block")?;
+            self.fault(FaultPoint::WriteBlock)?;
             // A run that failed after publishing this range's block (say, truncating the head)
             // must not write it again: truncate only.
             let written = if self.readers.current().max_time() >= maxt {
@@ -89,7 +129,7 @@ impl Db {
                 self.write_head_block(&self.dir, mint, maxt)?
             };
             if let Some(meta) = written {
-                self.fault("publish-block")?;
+                self.fault(FaultPoint::PublishBlock)?;
                 let b = Block::open(&self.dir.join(meta.ulid.to_string()))?;
                 let mut blocks = self.readers.current().blocks.clone();
                 blocks.push(Arc::new(b));
@@ -99,7 +139,7 @@ impl Db {
                 report.blocks.push(meta);
                 self.readers.wait_before(generation);
             }
-            self.fault("truncate-head")?;
+            self.fault(FaultPoint::TruncateHead)?;
             let segment = self.wal.stats().segment.load(Ordering::Relaxed);
             let tr = self.head.truncate(maxt, segment).inspect_err(|_| {
                 self.stats
@@ -140,10 +180,42 @@ impl Db {
             let ulid = self.new_ulid()?;
             let meta = compact::compacted_meta(&parents, ulid)
                 .ok_or_else(|| DbError::Options("compaction plan names no open block".into()))?;
-            let merged = self.merge_blocks(&plan, meta)?;
-            self.stats.blocks_merged.fetch_add(1, Ordering::Relaxed);
-            report.merged.push((plan, merged.map(|m| m.ulid)));
+            match self.merge_blocks(&plan, meta) {
+                Ok(merged) => {
+                    self.stats.blocks_merged.fetch_add(1, Ordering::Relaxed);
+                    report.merged.push((plan, merged.map(|m| m.ulid)));
+                }
+                // The same merge would fail the same way every run (damaged or unmergeable
+                // data): mark its blocks `compaction.failed`, as Prometheus does, so the
+                // planner moves on. An I/O error (a full disk) is retried next run instead:
+                // unlike Prometheus, a transient failure never takes blocks out of merging.
+                Err(error) if error.retry() == crate::tsdb::Retry::Never => {
+                    self.mark_compaction_failed(&plan)?;
+                    report.marked_failed.extend(&plan);
+                    report.errors.push(StepError {
+                        step: Step::Merge,
+                        error,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
+    }
+
+    /// Set `compaction.failed` on blocks `ulids` (meta.json replaced atomically) and publish
+    /// the marked blocks to readers (no file goes away: nothing to wait for).
+    fn mark_compaction_failed(&self, ulids: &[Ulid]) -> Result<(), DbError> {
+        let current = self.readers.current();
+        let mut blocks = Vec::with_capacity(current.blocks.len());
+        for b in &current.blocks {
+            if ulids.contains(&b.meta().ulid) && !b.meta().compaction.failed {
+                blocks.push(Arc::new(b.with_compaction_failed()?));
+            } else {
+                blocks.push(Arc::clone(b));
+            }
+        }
+        self.readers.publish(blocks);
+        Ok(())
     }
 
     /// Bytes of the WAL (segments and checkpoints) and `chunks_head/`.
@@ -235,7 +307,7 @@ impl Db {
             return Ok(());
         }
         let removed = self.swap_blocks(ulids, None);
-        self.fault("retention-delete")?;
+        self.fault(FaultPoint::RetentionDelete)?;
         self.delete_block_dirs(&removed)
     }
 
@@ -259,14 +331,14 @@ impl Db {
         if to <= first {
             return Ok(());
         }
-        self.fault("checkpoint")?;
+        self.fault(FaultPoint::Checkpoint)?;
         self.wal
             .checkpoint(first, to, |r| self.head.keep_in_checkpoint(r, to), mint)?;
         report.checkpoint = Some(to);
-        self.fault("truncate-wal")?;
+        self.fault(FaultPoint::TruncateWal)?;
         report.wal_segments_deleted = self.wal.truncate(to + 1)?;
         self.head.forget_deleted(to);
-        self.fault("delete-checkpoints")?;
+        self.fault(FaultPoint::DeleteCheckpoints)?;
         self.wal.delete_checkpoints(to)?;
         Ok(())
     }

@@ -13,8 +13,10 @@ mod open;
 mod readers;
 mod write_block;
 
+pub use self::readers::BlockSet;
 use self::readers::*;
-pub use self::readers::{BlockSet, SeriesChunks};
+pub use crate::tsdb::error::{DbError, FaultPoint, Step, StepError};
+pub use crate::tsdb::querier::SeriesChunks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,13 +30,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::model::{Labels, Matcher};
 use crate::tsdb::block::{self, Block, BlockError, BlockMeta, BlockWriter, Compaction, Ulid};
-use crate::tsdb::chunkenc::{DecodeError, Encoding, XorChunk, XorIterator};
-use crate::tsdb::fileutil::{self, LockError, LockFile};
-use crate::tsdb::head::chunks::{
-    ChunkDiskMapper, ChunkFileError, ChunkReplayReport, DEFAULT_MAX_FILE_SIZE,
-};
+use crate::tsdb::chunkenc::{Encoding, XorChunk, XorIterator};
+use crate::tsdb::fileutil::{self, LockFile};
+use crate::tsdb::head::chunks::{ChunkDiskMapper, ChunkReplayReport, DEFAULT_MAX_FILE_SIZE};
 use crate::tsdb::head::{
-    AppendError, AppendReport, AppendSeries, ChunkMeta, Head, HeadOptions, ReplayState, Sample,
+    AppendError, AppendReport, AppendSeries, ChunkMeta, Head, HeadOptions, ReplayState,
 };
 use crate::tsdb::querier::{self, Merge, Source};
 use crate::tsdb::wal::fs::{FileSystem, OsFs};
@@ -80,7 +80,7 @@ pub struct Options {
 
 /// A compaction fault-injection callback (see [`Options::fault`]).
 #[derive(Clone)]
-pub struct FaultFn(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
+pub struct FaultFn(pub Arc<dyn Fn(FaultPoint) -> bool + Send + Sync>);
 
 impl Options {
     /// The largest block leveled compaction makes: the flag, else Prometheus's default
@@ -136,52 +136,6 @@ impl Default for Options {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DbError {
-    #[error(transparent)]
-    Lock(#[from] LockError),
-    #[error("{op} {path}: {source}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Wal(#[from] WalError),
-    #[error(transparent)]
-    Chunks(#[from] ChunkFileError),
-    #[error("chunk of series {series} is undecodable: {source}")]
-    Decode { series: String, source: DecodeError },
-    #[error("invalid option: {0}")]
-    Options(String),
-    #[error(transparent)]
-    Block(#[from] BlockError),
-    #[error(
-        "block {path}: {source} (move the block out of the data directory to start without it)"
-    )]
-    OpenBlock { path: PathBuf, source: BlockError },
-    #[error("injected fault at {0}")]
-    Injected(String),
-}
-
-impl DbError {
-    /// What retrying the same operation can bring.
-    pub fn retry(&self) -> crate::tsdb::Retry {
-        use crate::tsdb::Retry;
-        match self {
-            DbError::Io { .. } | DbError::Injected(_) => Retry::Maybe,
-            DbError::Wal(e) => e.retry(),
-            DbError::Chunks(e) => e.retry(),
-            DbError::Block(e) => e.retry(),
-            DbError::Lock(_)
-            | DbError::Decode { .. }
-            | DbError::Options(_)
-            | DbError::OpenBlock { .. } => Retry::Never,
-        }
-    }
-}
-
 /// What opening found and did.
 #[derive(Debug, Default, Clone)]
 pub struct OpenReport {
@@ -198,8 +152,8 @@ pub struct OpenReport {
     pub duration: Duration,
 }
 
-/// What one [`Db::compact`] call did.
-#[derive(Debug, Default, Clone)]
+/// What one housekeeping run ([`Db::housekeep`], [`Db::compact`]) did.
+#[derive(Debug, Default)]
 pub struct CompactReport {
     /// Blocks written from the head.
     pub blocks: Vec<BlockMeta>,
@@ -216,6 +170,10 @@ pub struct CompactReport {
     /// A block larger than half of `--storage.tsdb.retention.size` (its deletion would take
     /// half the history at once) and its size.
     pub oversized: Option<(Ulid, u64)>,
+    /// Blocks marked `compaction.failed` in this run (a merge of them failed for good).
+    pub marked_failed: Vec<Ulid>,
+    /// Steps that failed; the others ran all the same.
+    pub errors: Vec<StepError>,
     pub duration: Duration,
 }
 
@@ -382,9 +340,9 @@ impl Db {
         }
     }
 
-    fn fault(&self, step: &str) -> Result<(), DbError> {
+    fn fault(&self, point: FaultPoint) -> Result<(), DbError> {
         match &self.opts.fault {
-            Some(f) if (f.0)(step) => Err(DbError::Injected(step.to_string())),
+            Some(f) if (f.0)(point) => Err(DbError::Injected(point)),
             _ => Ok(()),
         }
     }

@@ -1,22 +1,9 @@
-//! Writing blocks: from the head, and merged from other blocks.
+//! Writing blocks: one writer ([`Db::write_block`]) fed by a stream of series, shared by head
+//! compaction, merges, tombstone cleaning and snapshots.
+
+use std::borrow::Borrow;
 
 use super::*;
-
-/// A chunk's bytes on their way into a block.
-pub(super) enum ChunkBytes {
-    Stored(crate::tsdb::head::ChunkData),
-    Encoded(Vec<u8>),
-}
-
-impl std::ops::Deref for ChunkBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            ChunkBytes::Stored(d) => d,
-            ChunkBytes::Encoded(v) => v,
-        }
-    }
-}
 
 impl Db {
     /// Merge blocks `ulids` of the current set into one block (`meta` gives its range and
@@ -56,66 +43,25 @@ impl Db {
             });
         }
         let merge = Merge::new(sources, i64::MIN, i64::MAX, self.head.chunk_mapper()).purging();
-        let writer = BlockWriter {
-            segment_size: self.opts.block_segment_size,
-        };
-        self.fault("merge-write")?;
-        let mut source_err: Option<DbError> = None;
-        let written = writer.write_stream(
+        self.fault(FaultPoint::MergeWrite)?;
+        let written = self.write_block(
             &self.dir,
             meta.ulid,
-            meta.min_time,
-            meta.max_time,
+            (meta.min_time, meta.max_time),
             meta.compaction.clone(),
             symbols,
-            |sink| {
-                for item in merge {
-                    let s = match item {
-                        Ok(s) => s,
-                        Err(e) => {
-                            source_err = Some(e);
-                            return Err(BlockError::Invalid {
-                                reason: "reading the blocks to merge failed".into(),
-                            });
-                        }
-                    };
-                    let chunks: Vec<block::ChunkData<'_>> = s
-                        .chunks
-                        .iter()
-                        .map(|c| block::ChunkData {
-                            mint: c.mint,
-                            maxt: c.maxt,
-                            encoding: Encoding::Xor as u8,
-                            data: &c.data,
-                        })
-                        .collect();
-                    sink(&s.labels, &chunks)?;
-                }
-                Ok(())
-            },
-        );
-        let written = match (written, source_err) {
-            (_, Some(e)) => return Err(e),
-            (Err(e), None) => return Err(e.into()),
-            (Ok(m), None) => m,
-        };
-        let dir = self.dir.join(written.ulid.to_string());
-        self.fault("merge-publish")?;
-        let (new, result) = if written.stats.num_samples == 0 {
-            // Everything was deleted: no block. The parents go all the same.
-            fileutil::remove_dir_atomic(&dir).map_err(|source| DbError::Io {
-                op: "remove empty block",
-                path: dir.clone(),
-                source,
-            })?;
-            (None, None)
-        } else {
-            (Some(Arc::new(Block::open(&dir)?)), Some(written))
+            merge.map(|s| s.map(|s| (s.labels, s.chunks))),
+        )?;
+        self.fault(FaultPoint::MergePublish)?;
+        // Everything deleted: no block, and the parents go all the same.
+        let new = match &written {
+            Some(m) => Some(Arc::new(Block::open(&self.dir.join(m.ulid.to_string()))?)),
+            None => None,
         };
         let removed = self.swap_blocks(ulids, new);
-        self.fault("merge-delete-parents")?;
+        self.fault(FaultPoint::MergeDeleteParents)?;
         self.delete_block_dirs(&removed)?;
-        Ok(result)
+        Ok(written)
     }
 
     /// Write the head's samples in `[mint, maxt)` as a block; `None` if it has none.
@@ -143,47 +89,68 @@ impl Db {
         symbols.sort_unstable();
         let ulid = self.new_ulid()?;
         let mapper = self.head.chunk_mapper();
+        self.write_block(
+            parent,
+            ulid,
+            (mint, maxt),
+            Compaction::level1(ulid),
+            symbols,
+            series.iter().map(|s| {
+                self.block_chunks(s, mint, maxt, mapper)
+                    .map(|chunks| (&s.labels, chunks))
+            }),
+        )
+    }
+
+    /// Write one block `<parent>/<ulid>` covering `[mint, maxt)` from `series`: strictly
+    /// ascending label sets, each with its chunks as they go into the block (head compaction,
+    /// merges, tombstone cleaning and snapshots all come here). It streams: memory holds one
+    /// series' chunks plus the index's postings. `symbols` are every label name and value of
+    /// the series, sorted, without duplicates. An error from `series` stops the write (the
+    /// unpublished directory is removed) and is returned as it was; a block left without
+    /// samples (all deleted) is removed again: `None`.
+    pub(super) fn write_block<L: Borrow<Labels>>(
+        &self,
+        parent: &Path,
+        ulid: Ulid,
+        (mint, maxt): (i64, i64),
+        compaction: Compaction,
+        symbols: Vec<&str>,
+        series: impl Iterator<Item = Result<(L, Vec<ChunkMeta>), DbError>>,
+    ) -> Result<Option<BlockMeta>, DbError> {
         let writer = BlockWriter {
             segment_size: self.opts.block_segment_size,
         };
+        // The series' own error, kept aside while the writer sees a generic one.
         let mut source_err: Option<DbError> = None;
-        let res = writer.write_stream(
-            parent,
-            ulid,
-            mint,
-            maxt,
-            Compaction::level1(ulid),
-            symbols,
-            |sink| {
-                for s in &series {
-                    let prepared = match self.block_chunks(s, mint, maxt, mapper) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            source_err = Some(e);
-                            return Err(BlockError::Invalid {
-                                reason: "reading the head failed".into(),
-                            });
-                        }
-                    };
-                    let chunks: Vec<block::ChunkData<'_>> = prepared
-                        .iter()
-                        .map(|(mint, maxt, data)| block::ChunkData {
-                            mint: *mint,
-                            maxt: *maxt,
-                            encoding: Encoding::Xor as u8,
-                            data,
-                        })
-                        .collect();
-                    sink(&s.labels, &chunks)?;
-                }
-                Ok(())
-            },
-        );
+        let res = writer.write_stream(parent, ulid, mint, maxt, compaction, symbols, |sink| {
+            for item in series {
+                let (labels, chunks) = item.map_err(|e| {
+                    source_err = Some(e);
+                    BlockError::Invalid {
+                        reason: "reading the series to write failed".into(),
+                    }
+                })?;
+                let chunks: Vec<block::ChunkData<'_>> = chunks
+                    .iter()
+                    .map(|c| block::ChunkData {
+                        mint: c.mint,
+                        maxt: c.maxt,
+                        // The head and merges hand out XOR chunks only so far; histogram
+                        // chunks (#9) bring their encoding with them.
+                        encoding: Encoding::Xor as u8,
+                        data: &c.data,
+                    })
+                    .collect();
+                sink(labels.borrow(), &chunks)?;
+            }
+            Ok(())
+        });
         match (res, source_err) {
             (_, Some(e)) => Err(e),
+            (Err(e), None) => Err(e.into()),
             (Ok(meta), None) if meta.stats.num_samples > 0 => Ok(Some(meta)),
             (Ok(meta), None) => {
-                // Everything in the range was deleted: no block.
                 let dir = parent.join(meta.ulid.to_string());
                 fileutil::remove_dir_atomic(&dir).map_err(|source| DbError::Io {
                     op: "remove empty block",
@@ -192,7 +159,6 @@ impl Db {
                 })?;
                 Ok(None)
             }
-            (Err(e), None) => Err(e.into()),
         }
     }
 
@@ -204,13 +170,13 @@ impl Db {
         mint: i64,
         maxt: i64,
         mapper: &ChunkDiskMapper,
-    ) -> Result<Vec<(i64, i64, ChunkBytes)>, DbError> {
+    ) -> Result<Vec<ChunkMeta>, DbError> {
         let stones = self.head.tombstones(s.sref);
         let mut out = Vec::new();
         for c in s.chunks(mint, maxt - 1, mapper)? {
             let touched = stones.iter().any(|&(a, b)| a <= c.maxt && b >= c.mint);
             if c.mint >= mint && c.maxt < maxt && !touched {
-                out.push((c.mint, c.maxt, ChunkBytes::Stored(c.data)));
+                out.push(c);
                 continue;
             }
             let mut chunk = XorChunk::new();
@@ -233,7 +199,11 @@ impl Db {
                 });
             }
             if chunk.num_samples() > 0 {
-                out.push((lo, hi, ChunkBytes::Encoded(chunk.into_bytes())));
+                out.push(ChunkMeta {
+                    mint: lo,
+                    maxt: hi,
+                    data: crate::tsdb::head::ChunkData::Owned(chunk.into_bytes().into()),
+                });
             }
         }
         Ok(out)

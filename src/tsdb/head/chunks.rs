@@ -16,11 +16,12 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
+
+pub use crate::tsdb::fileutil::MappedChunk;
 use parking_lot::{Mutex, RwLock};
 
 pub const MAGIC: u32 = 0x0130_BC91;
@@ -73,58 +74,6 @@ impl ChunkFileError {
             ChunkFileError::Io { .. } => crate::tsdb::Retry::Maybe,
             _ => crate::tsdb::Retry::Never,
         }
-    }
-}
-
-/// What a [`MappedChunk`]'s bytes live in.
-#[derive(Clone)]
-enum Backing {
-    Map(Arc<Mmap>),
-    /// A copy of a chunk still in the write buffer (its file could not be written yet).
-    Owned(Arc<[u8]>),
-}
-
-/// A chunk's bytes inside a mapped file (kept alive by the `Arc`), or a copy.
-#[derive(Clone)]
-pub struct MappedChunk {
-    backing: Backing,
-    start: usize,
-    end: usize,
-}
-
-impl MappedChunk {
-    /// Bytes `start..end` of `map` (out-of-range bounds read as empty, never panic).
-    pub fn new(map: Arc<Mmap>, start: usize, end: usize) -> MappedChunk {
-        MappedChunk {
-            backing: Backing::Map(map),
-            start,
-            end,
-        }
-    }
-
-    fn owned(data: &[u8]) -> MappedChunk {
-        MappedChunk {
-            backing: Backing::Owned(Arc::from(data)),
-            start: 0,
-            end: data.len(),
-        }
-    }
-}
-
-impl Deref for MappedChunk {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        let all: &[u8] = match &self.backing {
-            Backing::Map(m) => m,
-            Backing::Owned(b) => b,
-        };
-        all.get(self.start..self.end).unwrap_or_default()
-    }
-}
-
-impl std::fmt::Debug for MappedChunk {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MappedChunk({}..{})", self.start, self.end)
     }
 }
 
@@ -385,7 +334,7 @@ impl ChunkDiskMapper {
     ) -> Result<ChunkRef, ChunkFileError> {
         let mut w = self.w.lock();
         let mut len_buf = Vec::with_capacity(10);
-        crate::tsdb::wal::record::put_uvarint(&mut len_buf, data.len() as u64);
+        crate::tsdb::encoding::put_uvarint(&mut len_buf, data.len() as u64);
         let entry_len = (ENTRY_FIXED + len_buf.len() + data.len() + CRC_SIZE) as u64;
         if w.file.is_none() || w.size + entry_len > self.max_file_size {
             self.cut_file(&mut w)?;
@@ -491,7 +440,7 @@ impl ChunkDiskMapper {
             if w.seq == seq && off as u64 >= w.flushed {
                 let rel = (off as u64 - w.flushed) as usize;
                 return match parse_entry(&w.buf, rel) {
-                    Ok(Some((_, start, end, _))) => Ok(MappedChunk::owned(
+                    Ok(Some((_, start, end, _))) => Ok(MappedChunk::copy_of(
                         w.buf.get(start..end).unwrap_or_default(),
                     )),
                     _ => Err(ChunkFileError::Corrupt {

@@ -49,10 +49,8 @@ pub use self::series::{
     compute_chunk_end_time, range_for_timestamp, ChunkData, ChunkMeta, MemSeries,
 };
 use self::table::*;
-pub use self::table::{U64BuildHasher, U64Hasher, U64Map};
+pub use crate::tsdb::u64map::{U64BuildHasher, U64Hasher, U64Map};
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Deref;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;

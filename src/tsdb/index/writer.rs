@@ -28,7 +28,7 @@ pub struct IndexWriter {
     /// xxh64 of a symbol → its ref (the first symbol with that hash; a lookup checks the
     /// string and falls back to binary search on a collision). Binary search alone was ~40%
     /// of compacting 1M series.
-    by_hash: std::collections::HashMap<u64, u32, crate::tsdb::head::U64BuildHasher>,
+    by_hash: std::collections::HashMap<u64, u32, crate::tsdb::u64map::U64BuildHasher>,
     /// (name ref, value ref) → series IDs ascending; BTreeMap order = (name, value) order
     /// because refs follow string order.
     postings: BTreeMap<(u32, u32), Vec<u32>>,
@@ -70,7 +70,7 @@ impl IndexWriter {
             })?;
         let mut by_hash = std::collections::HashMap::with_capacity_and_hasher(
             symbols.len(),
-            crate::tsdb::head::U64BuildHasher::default(),
+            crate::tsdb::u64map::U64BuildHasher::default(),
         );
         for (i, sym) in symbols.iter().enumerate() {
             by_hash

@@ -15,6 +15,7 @@
 //! Decoders never trust a count before checking it against the bytes left.
 
 use crate::model::Labels;
+use crate::tsdb::encoding::{put_uvarint, put_varint};
 
 pub const SERIES: u8 = 1;
 pub const SAMPLES: u8 = 2;
@@ -90,18 +91,6 @@ pub enum RecordError {
 
 // ---------------------------------------------------------------------------------------------
 // Encoding
-
-pub fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        out.push((x as u8) | 0x80);
-        x >>= 7;
-    }
-    out.push(x as u8);
-}
-
-pub fn put_varint(out: &mut Vec<u8>, x: i64) {
-    put_uvarint(out, ((x << 1) ^ (x >> 63)) as u64);
-}
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     put_uvarint(out, s.len() as u64);
