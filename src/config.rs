@@ -10,10 +10,19 @@
 //!
 //! Precedence: a flag wins over the file, the file wins over the default. A setting given twice
 //! on the command line takes the last value.
+//!
+//! Parsing reads no file but `--config.file`: `--web.config.file` yields a path, and
+//! [`Config::load_web_config`] loads and checks that file afterwards.
+//!
+//! Reload (SIGHUP, `/-/reload`): each setting says in [`Setting::reload`] whether a new value
+//! takes effect at once or after a restart. [`restart_needed`] names the restart settings whose
+//! value differs between two configs, comparing what the table parsed from each one's raw
+//! values ([`Config::given`]), so a setting cannot be left out of the comparison.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -35,9 +44,15 @@ pub struct Config {
     pub opts: Options,
     /// `--storage.tsdb.housekeeping-interval`: how often head compaction is considered.
     pub housekeeping: std::time::Duration,
+    /// Server settings; `server.web` stays `None` until [`Config::load_web_config`].
     pub server: ServerConfig,
     /// The config file that was loaded, if any.
     pub config_file: Option<String>,
+    /// `--web.config.file`, loaded into `server.web` by [`Config::load_web_config`].
+    pub web_config_file: Option<String>,
+    /// The raw value of every setting a flag or the config file gave, by flag name (the one in
+    /// force: flag over file); settings not in it have their default.
+    pub given: BTreeMap<&'static str, String>,
 }
 
 impl Default for Config {
@@ -53,8 +68,72 @@ impl Default for Config {
             housekeeping: std::time::Duration::from_secs(60),
             server: ServerConfig::default(),
             config_file: None,
+            web_config_file: None,
+            given: BTreeMap::new(),
         }
     }
+}
+
+impl Config {
+    /// Load and check `--web.config.file` (TLS and basic auth) into `server.web`; without
+    /// the flag, nothing. The error names the flag, the file and the key, for exit code 2.
+    pub fn load_web_config(&mut self) -> Result<(), String> {
+        if let Some(path) = &self.web_config_file {
+            let web = crate::server::web::WebConfig::load(path)
+                .map_err(|e| format!("--{WEB_CONFIG_FILE}: {e}"))?;
+            self.server.web = Some(Arc::new(web));
+        }
+        Ok(())
+    }
+
+    /// The raw value of `s` in force: given by a flag or the file, else its default.
+    pub fn raw(&self, s: &Setting) -> Option<&str> {
+        self.given.get(s.flag).map(String::as_str).or(s.default)
+    }
+
+    /// Parse `value` for `s` into this config and remember it as given.
+    fn set(&mut self, s: &'static Setting, value: &str) -> Result<(), String> {
+        (s.apply)(self, value)?;
+        self.given.insert(s.flag, value.to_string());
+        Ok(())
+    }
+
+    /// What a reload of this (new) config puts in force: every [`Reload::Restart`] setting at
+    /// its value in `running`, every other one as given here. `server.web` is left `None`.
+    pub fn keeping_restart_settings(&self, running: &Config) -> Result<Config, String> {
+        let mut out = Config::default();
+        for s in SETTINGS {
+            let from = match s.reload {
+                Reload::Live => self,
+                Reload::Restart => running,
+            };
+            if let Some(v) = from.given.get(s.flag) {
+                out.set(s, v).map_err(|e| format!("--{}: {e}", s.flag))?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether a new value of a setting takes effect on reload (SIGHUP, `/-/reload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// Put in force by the reload.
+    Live,
+    /// Read at start only: a reload keeps the running value and names the setting in a
+    /// warning.
+    Restart,
+}
+
+/// The [`Reload::Restart`] settings whose value differs between `running` and `new`, by flag
+/// name in table order. Values are compared as parsed (`128MB` equals `134217728`).
+pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
+    SETTINGS
+        .iter()
+        .filter(|s| s.reload == Reload::Restart)
+        .filter(|s| s.parsed(running.raw(s)) != s.parsed(new.raw(s)))
+        .map(|s| s.flag)
+        .collect()
 }
 
 /// What the command line asks for.
@@ -79,6 +158,8 @@ pub struct Setting {
     /// Default as written on the command line; `None` for "unset".
     pub default: Option<&'static str>,
     pub help: &'static str,
+    /// Whether a reload puts a new value in force.
+    pub reload: Reload,
     apply: Apply,
 }
 
@@ -90,6 +171,19 @@ impl Setting {
 
     fn is_bool(&self) -> bool {
         self.value.is_empty()
+    }
+
+    /// `raw` as this setting parses it, rendered: applied alone to the defaults (`None` for
+    /// unset). Equal renderings mean equal values, whatever the spelling.
+    fn parsed(&self, raw: Option<&str>) -> Option<String> {
+        raw.map(|v| {
+            let mut c = Config::default();
+            match (self.apply)(&mut c, v) {
+                Ok(()) => format!("{c:?}"),
+                // Not from a parsed config (which holds only valid values); compare as text.
+                Err(_) => format!("invalid {v:?}"),
+            }
+        })
     }
 }
 
@@ -110,6 +204,7 @@ pub static SETTINGS: &[Setting] = &[
         default: None,
         help: "YAML file that may set every other flag, grouped by the dotted name with `_` for \
                `-` (see the end of this help). Flags win over the file, the file over defaults.",
+        reload: Reload::Live,
         apply: |c, v| {
             c.config_file = Some(v.to_string());
             Ok(())
@@ -120,6 +215,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "ADDR",
         default: Some(":9201"),
         help: "Address to serve HTTP on; `:PORT` means every interface.",
+        reload: Reload::Restart,
         apply: |c, v| {
             if v.is_empty() {
                 return Err("want an address such as :9201 or 127.0.0.1:9201".into());
@@ -134,9 +230,12 @@ pub static SETTINGS: &[Setting] = &[
         default: None,
         help: "TLS and basic auth, in Prometheus's web config format (tls_server_config, \
                basic_auth_users); re-read when it changes.",
+        reload: Reload::Restart,
         apply: |c, v| {
-            let web = crate::server::web::WebConfig::load(v)?;
-            c.server.web = Some(std::sync::Arc::new(web));
+            if v.is_empty() {
+                return Err("want a file".into());
+            }
+            c.web_config_file = Some(v.to_string());
             Ok(())
         },
     },
@@ -145,6 +244,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "DIR",
         default: Some("data/"),
         help: "Data directory.",
+        reload: Reload::Restart,
         apply: |c, v| {
             if v.is_empty() {
                 return Err("want a directory".into());
@@ -160,6 +260,7 @@ pub static SETTINGS: &[Setting] = &[
         help: "When the WAL fsyncs: `always` (before every acknowledgement; concurrent writers \
                share one fsync), a duration such as `100ms` (at most that often), or `never` \
                (the OS decides).",
+        reload: Reload::Restart,
         apply: |c, v| {
             c.opts.wal.sync = v.parse::<SyncPolicy>()?;
             Ok(())
@@ -170,6 +271,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "DUR",
         default: Some("2h"),
         help: "Block range; head chunks never cross it.",
+        reload: Reload::Restart,
         apply: |c, v| {
             let ms = duration(v)?.as_millis();
             c.opts.block_range_ms =
@@ -183,6 +285,7 @@ pub static SETTINGS: &[Setting] = &[
         default: Some("0"),
         help: "Largest block leveled compaction makes (blocks of 1, 3, 9, … block ranges). \
                0 means min(31d, retention time / 10).",
+        reload: Reload::Live,
         apply: |c, v| {
             c.opts.max_block_duration_ms = if v == "0" || v == "0s" {
                 None
@@ -199,6 +302,7 @@ pub static SETTINGS: &[Setting] = &[
         default: Some("15d"),
         help: "How long to keep data: blocks ending longer than this before the newest data \
                are deleted. 0s keeps everything (unless the size limit applies).",
+        reload: Reload::Live,
         apply: |c, v| {
             let ms = if v == "0" || v == "0s" {
                 0
@@ -216,6 +320,7 @@ pub static SETTINGS: &[Setting] = &[
         default: Some("0"),
         help: "Most bytes of blocks, WAL and head chunks; the oldest blocks are deleted \
                beyond it. 0 means no limit. Sizes are powers of 1024 (512MB = 512 MiB).",
+        reload: Reload::Live,
         apply: |c, v| {
             c.opts.retention_bytes = if v == "0" { 0 } else { size(v, 1)? };
             Ok(())
@@ -227,6 +332,7 @@ pub static SETTINGS: &[Setting] = &[
         default: Some("1m"),
         help: "How often to compact the head: once it spans more than 1.5 block ranges, its \
                oldest range becomes a block, then the head and the WAL are truncated.",
+        reload: Reload::Restart,
         apply: |c, v| {
             c.housekeeping = duration(v)?;
             Ok(())
@@ -237,6 +343,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "SIZE",
         default: Some("128MB"),
         help: "WAL segment size, at least 64KB.",
+        reload: Reload::Restart,
         apply: |c, v| {
             c.opts.wal.segment_size = usize_of(size(v, 64 << 10)?)?;
             Ok(())
@@ -248,6 +355,7 @@ pub static SETTINGS: &[Setting] = &[
         default: Some("0"),
         help: "Most series the head may hold; samples of new series beyond it get 400 naming \
                the limit. 0 means no limit.",
+        reload: Reload::Restart,
         apply: |c, v| {
             c.opts.max_series = int(v, 0)?;
             Ok(())
@@ -258,6 +366,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "N",
         default: Some("64"),
         help: "Most labels per series (400 beyond).",
+        reload: Reload::Live,
         apply: |c, v| {
             c.server.labels.max_labels = usize_of(int(v, 1)?)?;
             Ok(())
@@ -268,6 +377,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "SIZE",
         default: Some("1KB"),
         help: "Longest label name (400 beyond).",
+        reload: Reload::Live,
         apply: |c, v| {
             c.server.labels.max_name_bytes = usize_of(size(v, 1)?)?;
             Ok(())
@@ -278,6 +388,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "SIZE",
         default: Some("16KB"),
         help: "Longest label value (400 beyond).",
+        reload: Reload::Live,
         apply: |c, v| {
             c.server.labels.max_value_bytes = usize_of(size(v, 1)?)?;
             Ok(())
@@ -288,6 +399,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "N",
         default: Some("50000000"),
         help: "Most samples one SAMPLES remote-read response may hold; 0 means no limit.",
+        reload: Reload::Live,
         apply: |c, v| {
             c.server.read_sample_limit = match int(v, 0)? {
                 0 => u64::MAX,
@@ -301,6 +413,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "N",
         default: Some("10"),
         help: "Remote reads served at once; more wait for a slot.",
+        reload: Reload::Restart,
         apply: |c, v| {
             c.server.read_concurrent_limit = usize_of(int(v, 1)?)?;
             Ok(())
@@ -311,6 +424,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "SIZE",
         default: Some("1MB"),
         help: "Budget of one streamed remote-read frame, at least 1KB.",
+        reload: Reload::Live,
         apply: |c, v| {
             c.server.read_max_bytes_in_frame = usize_of(size(v, 1024)?)?;
             Ok(())
@@ -321,6 +435,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "",
         default: Some("false"),
         help: "Serve POST /-/quit (graceful stop, as SIGTERM).",
+        reload: Reload::Live,
         apply: |c, v| {
             c.server.enable_lifecycle = boolean(v)?;
             Ok(())
@@ -332,6 +447,7 @@ pub static SETTINGS: &[Setting] = &[
         default: Some("5m"),
         help: "Longest wait for a request's headers; idle keep-alive connections close after \
                it, and a streamed read whose client takes nothing for this long is abandoned.",
+        reload: Reload::Restart,
         apply: |c, v| {
             c.server.read_timeout = duration(v)?;
             Ok(())
@@ -342,6 +458,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "N",
         default: Some("512"),
         help: "Connections served at once; further clients wait to be accepted.",
+        reload: Reload::Restart,
         apply: |c, v| {
             c.server.max_connections = usize_of(int(v, 1)?)?;
             Ok(())
@@ -353,6 +470,7 @@ pub static SETTINGS: &[Setting] = &[
         default: Some("false"),
         help: "Serve the TSDB admin API: POST /api/v1/admin/tsdb/{delete_series, \
                clean_tombstones, snapshot}. Without it they answer 403.",
+        reload: Reload::Live,
         apply: |c, v| {
             c.server.enable_admin_api = boolean(v)?;
             Ok(())
@@ -363,6 +481,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "LEVEL",
         default: Some("info"),
         help: "debug, info, warn or error.",
+        reload: Reload::Live,
         apply: |c, v| {
             c.log_level = v.parse()?;
             Ok(())
@@ -373,6 +492,7 @@ pub static SETTINGS: &[Setting] = &[
         value: "FORMAT",
         default: Some("logfmt"),
         help: "logfmt or json.",
+        reload: Reload::Live,
         apply: |c, v| {
             c.log_format = v.parse()?;
             Ok(())
@@ -451,6 +571,7 @@ fn boolean(v: &str) -> Result<bool, String> {
 
 /// Parse the arguments (without the program name), load `--config.file` if given, and combine
 /// them: flag > file > default. Errors are one line, ready for `cairn: {err}` and exit code 2.
+/// `--web.config.file` is only named here: [`Config::load_web_config`] loads it.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, String> {
     let mut given: Vec<(&'static Setting, String)> = Vec::new();
     let mut args = args.into_iter();
@@ -490,7 +611,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, St
         load_file(Path::new(path), &mut cfg)?;
     }
     for (setting, value) in &given {
-        (setting.apply)(&mut cfg, value).map_err(|e| format!("--{}: {e}", setting.flag))?;
+        cfg.set(setting, value)
+            .map_err(|e| format!("--{}: {e}", setting.flag))?;
     }
     Ok(Command::Run(Box::new(cfg)))
 }
@@ -740,7 +862,8 @@ pub fn apply_yaml(text: &str, cfg: &mut Config) -> Result<(), String> {
     for (key, value) in file.values() {
         let setting =
             setting_by_key(key).ok_or_else(|| format!("{key}: no such setting (internal)"))?;
-        (setting.apply)(cfg, &value.0).map_err(|e| format!("{key}: {e}"))?;
+        cfg.set(setting, &value.0)
+            .map_err(|e| format!("{key}: {e}"))?;
     }
     Ok(())
 }
@@ -1025,6 +1148,149 @@ mod tests {
         assert!(c.server.enable_lifecycle);
         assert_eq!(c.opts.max_series, 5);
         assert_eq!(c.opts.wal.segment_size, 65536);
+    }
+
+    #[test]
+    fn reload_puts_in_force_exactly_the_live_settings() {
+        // Today's split; README.md's flag table says the same (tests/config.rs checks it).
+        let live: BTreeSet<&str> = SETTINGS
+            .iter()
+            .filter(|s| s.reload == Reload::Live)
+            .map(|s| s.flag)
+            .collect();
+        let want: BTreeSet<&str> = [
+            "config.file",
+            "log.level",
+            "log.format",
+            "storage.remote.write-label-limit",
+            "storage.remote.write-label-name-length-limit",
+            "storage.remote.write-label-value-length-limit",
+            "storage.remote.read-sample-limit",
+            "storage.remote.read-max-bytes-in-frame",
+            "web.enable-admin-api",
+            "web.enable-lifecycle",
+            "storage.tsdb.retention.time",
+            "storage.tsdb.retention.size",
+            "storage.tsdb.max-block-duration",
+        ]
+        .into();
+        assert_eq!(live, want);
+    }
+
+    /// A valid value other than the default, for every setting.
+    fn other_value(flag: &str, empty_file: &Path) -> String {
+        match flag {
+            CONFIG_FILE => empty_file.display().to_string(),
+            WEB_CONFIG_FILE => "/etc/cairn/web.yml".into(),
+            "web.listen-address" => ":9999".into(),
+            "storage.tsdb.path" => "/var/lib/cairn".into(),
+            "storage.tsdb.wal-sync" => "never".into(),
+            "storage.tsdb.min-block-duration" => "1h".into(),
+            "storage.tsdb.max-block-duration" => "1d".into(),
+            "storage.tsdb.retention.time" => "1d".into(),
+            "storage.tsdb.retention.size" => "1GB".into(),
+            "storage.tsdb.housekeeping-interval" => "2m".into(),
+            "storage.tsdb.wal-segment-size" => "1MB".into(),
+            "storage.tsdb.max-series" => "5".into(),
+            "storage.remote.write-label-limit" => "5".into(),
+            "storage.remote.write-label-name-length-limit" => "2KB".into(),
+            "storage.remote.write-label-value-length-limit" => "2KB".into(),
+            "storage.remote.read-sample-limit" => "5".into(),
+            "storage.remote.read-concurrent-limit" => "5".into(),
+            "storage.remote.read-max-bytes-in-frame" => "2MB".into(),
+            "web.enable-lifecycle" | "web.enable-admin-api" => "true".into(),
+            "web.read-timeout" => "1m".into(),
+            "web.max-connections" => "5".into(),
+            "log.level" => "debug".into(),
+            "log.format" => "json".into(),
+            other => panic!("--{other}: add a non-default value here"),
+        }
+    }
+
+    /// Debug without the raw values, to compare what two configs put in force.
+    fn in_force(c: &Config) -> String {
+        let mut c = c.clone();
+        c.given.clear();
+        format!("{c:?}")
+    }
+
+    #[test]
+    fn a_reload_names_each_changed_restart_setting_and_keeps_its_running_value() {
+        let empty = write_tmp("");
+        let running = run(&[]).unwrap();
+        for s in SETTINGS {
+            let arg = format!("--{}={}", s.flag, other_value(s.flag, empty.path()));
+            let new = run(&[&arg]).unwrap();
+            assert_ne!(in_force(&new), in_force(&running), "{arg} changes nothing");
+            let kept = new.keeping_restart_settings(&running).unwrap();
+            match s.reload {
+                Reload::Restart => {
+                    assert_eq!(restart_needed(&running, &new), [s.flag], "{arg}");
+                    assert_eq!(
+                        in_force(&kept),
+                        in_force(&running),
+                        "{arg} was put in force"
+                    );
+                }
+                Reload::Live => {
+                    assert!(restart_needed(&running, &new).is_empty(), "{arg}");
+                    assert_eq!(
+                        in_force(&kept),
+                        in_force(&new),
+                        "{arg} was not put in force"
+                    );
+                }
+            }
+            // And back: the same answer from the other side.
+            assert_eq!(
+                restart_needed(&new, &running),
+                restart_needed(&running, &new)
+            );
+        }
+        // Several at once, in table order; the same value spelled otherwise is no change.
+        let a = run(&[
+            "--storage.tsdb.wal-segment-size=128MB",
+            "--web.listen-address=:9201",
+            "--storage.tsdb.max-series=0",
+        ])
+        .unwrap();
+        assert!(restart_needed(&running, &a).is_empty());
+        let b = run(&[
+            "--storage.tsdb.wal-segment-size=134217728",
+            "--web.max-connections=7",
+            "--web.listen-address=:1",
+            "--log.level=debug",
+        ])
+        .unwrap();
+        assert_eq!(
+            restart_needed(&a, &b),
+            ["web.listen-address", "web.max-connections"]
+        );
+    }
+
+    #[test]
+    fn the_web_config_file_is_named_while_parsing_and_loaded_after() {
+        let mut c = run(&["--web.config.file=/nonexistent/web.yml"]).unwrap();
+        assert_eq!(c.web_config_file.as_deref(), Some("/nonexistent/web.yml"));
+        assert!(c.server.web.is_none());
+        let e = c.load_web_config().unwrap_err();
+        assert!(
+            e.starts_with("--web.config.file: web config file /nonexistent/web.yml"),
+            "{e}"
+        );
+        let f = write_tmp("basic_auth_users: {}\n");
+        let path = f.path().display().to_string();
+        let mut c = run(&[&format!("--web.config.file={path}")]).unwrap();
+        c.load_web_config().unwrap();
+        let web = c.server.web.as_ref().unwrap();
+        assert_eq!(web.path(), f.path());
+        assert!(!web.tls_enabled());
+        // Without the flag there is nothing to load.
+        let mut c = run(&[]).unwrap();
+        c.load_web_config().unwrap();
+        assert!(c.server.web.is_none());
+        // The file is not a config-file key.
+        assert!(yaml("web: { config_file: x }").is_err());
     }
 
     #[test]

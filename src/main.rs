@@ -259,74 +259,24 @@ async fn reloader(
 }
 
 /// Re-read the flags, `--config.file` and `--web.config.file` (all checked before anything
-/// changes) and put in force what can change while serving: log level and format, remote
-/// read/write limits, the admin and lifecycle switches, retention and the largest block.
-/// Settings that need a restart are named in a warning and keep their running values.
+/// changes) and put in force what can change while serving: the settings the table marks
+/// [`config::Reload::Live`] (log level and format, remote read/write limits, the admin and
+/// lifecycle switches, retention and the largest block). [`config::Reload::Restart`] settings
+/// that changed are named in a warning and keep their running values.
 fn reload(args: &[String], started: &Config, state: &AppState, db: &Db) -> Result<(), String> {
-    let new = match config::parse_args(args.iter().cloned())? {
+    let mut new = match config::parse_args(args.iter().cloned())? {
         Command::Run(c) => *c,
         Command::Help => return Err("the command line asks for --help".into()),
     };
+    // Checked like at start, though the running web config stays (it re-reads its own file).
+    new.load_web_config()?;
+    let restart = config::restart_needed(started, &new);
+    let new = new.keeping_restart_settings(started)?;
     let old = state.cfg();
-    let mut restart: Vec<&str> = Vec::new();
-    let web_path =
-        |c: &Option<Arc<server::web::WebConfig>>| c.as_ref().map(|w| w.path().to_path_buf());
-    let checks: [(&str, bool); 12] = [
-        ("web.listen-address", new.listen != started.listen),
-        (
-            "web.config.file",
-            web_path(&new.server.web) != web_path(&old.web),
-        ),
-        (
-            "web.read-timeout",
-            new.server.read_timeout != old.read_timeout,
-        ),
-        (
-            "web.max-connections",
-            new.server.max_connections != old.max_connections,
-        ),
-        ("storage.tsdb.path", new.path != started.path),
-        (
-            "storage.tsdb.wal-sync",
-            format!("{:?}", new.opts.wal.sync) != format!("{:?}", started.opts.wal.sync),
-        ),
-        (
-            "storage.tsdb.wal-segment-size",
-            new.opts.wal.segment_size != started.opts.wal.segment_size,
-        ),
-        (
-            "storage.tsdb.min-block-duration",
-            new.opts.block_range_ms != started.opts.block_range_ms,
-        ),
-        (
-            "storage.tsdb.max-series",
-            new.opts.max_series != started.opts.max_series,
-        ),
-        (
-            "storage.tsdb.housekeeping-interval",
-            new.housekeeping != started.housekeeping,
-        ),
-        (
-            "storage.remote.read-concurrent-limit",
-            new.server.read_concurrent_limit != old.read_concurrent_limit,
-        ),
-        (
-            "body limits",
-            format!("{:?}", new.server.body) != format!("{:?}", old.body),
-        ),
-    ];
-    for (name, changed) in checks {
-        if changed {
-            restart.push(name);
-        }
-    }
     let mut cfg = new.server.clone();
-    // Kept: sized into semaphores and listeners at start, or watched by the running web config
-    // (which re-reads its own file when it changes).
+    // Kept: watched by the running web config (which re-reads its own file when it changes),
+    // or sized into the write budget at start and not settings.
     cfg.web = old.web.clone();
-    cfg.read_timeout = old.read_timeout;
-    cfg.max_connections = old.max_connections;
-    cfg.read_concurrent_limit = old.read_concurrent_limit;
     cfg.body = old.body;
     cfg.write_inflight_bytes = old.write_inflight_bytes;
     if let Some(w) = &cfg.web {
@@ -444,7 +394,7 @@ async fn housekeeping(db: Arc<Db>, every: Duration, stop: impl std::future::Futu
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flags = match config::parse_args(args.iter().cloned()) {
+    let mut flags = match config::parse_args(args.iter().cloned()) {
         Ok(Command::Run(c)) => *c,
         Ok(Command::Help) => {
             print!("{}", config::help());
@@ -455,6 +405,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // After parsing: TLS and basic auth, checked before the data directory is touched.
+    if let Err(e) = flags.load_web_config() {
+        eprintln!("cairn: {e}");
+        return ExitCode::from(2);
+    }
     cairn::log::init(flags.log_level, flags.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -334,15 +334,15 @@ fn sighup_and_reload_endpoint_put_a_changed_config_file_in_force() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let file = dir.path().join("cairn.yml");
-    let yml = |retention: &str, label_limit: &str| {
+    let yml = |retention: &str, label_limit: &str, max_series: &str| {
         format!(
             "web:\n  listen_address: 127.0.0.1:0\n  enable_lifecycle: true\nstorage:\n  tsdb:\n    \
-             path: {}\n    wal_sync: never\n    retention:\n      time: {retention}\n  remote:\n    \
-             write_label_limit: {label_limit}\n",
+             path: {}\n    wal_sync: never\n    max_series: {max_series}\n    retention:\n      \
+             time: {retention}\n  remote:\n    write_label_limit: {label_limit}\n",
             data.display()
         )
     };
-    std::fs::write(&file, yml("15d", "64")).unwrap();
+    std::fs::write(&file, yml("15d", "64", "0")).unwrap();
     let config = format!("--config.file={}", file.display());
     let run = spawn(&[&config]);
     run.ready.recv_timeout(Duration::from_secs(30)).unwrap();
@@ -353,7 +353,7 @@ fn sighup_and_reload_endpoint_put_a_changed_config_file_in_force() {
     );
 
     // SIGHUP: the new retention is in force.
-    std::fs::write(&file, yml("1d", "64")).unwrap();
+    std::fs::write(&file, yml("1d", "64", "0")).unwrap();
     // SAFETY: sending a signal to our own child process.
     assert_eq!(
         unsafe { libc::kill(run.child.id() as i32, libc::SIGHUP) },
@@ -376,8 +376,9 @@ fn sighup_and_reload_endpoint_put_a_changed_config_file_in_force() {
     assert!(r.text().contains("retention"), "{}", r.text());
     assert_eq!(metric(&addr, "cairn_tsdb_retention_limit_seconds"), 86400.0);
 
-    // A valid file again, with a lower label limit: 200 and writes with more labels get 400.
-    std::fs::write(&file, yml("1d", "2")).unwrap();
+    // A valid file again, with a lower label limit (live: writes with more labels get 400)
+    // and a series limit (restart: named in a warning, not in force).
+    std::fs::write(&file, yml("1d", "2", "1")).unwrap();
     let r = c.post("/-/reload", &[], &[]).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let req = common::proto::WriteRequest {
@@ -393,7 +394,35 @@ fn sighup_and_reload_endpoint_put_a_changed_config_file_in_force() {
         .unwrap();
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.text().contains("more than 2 labels"), "{}", r.text());
+    let req = common::proto::WriteRequest {
+        timeseries: ["a", "b"]
+            .map(|v| {
+                common::proto::series(
+                    &[("__name__", "m"), ("a", v)],
+                    &[(cairn::tsdb::head::now_ms(), 1.0)],
+                )
+            })
+            .into(),
+        ..Default::default()
+    };
+    let body = common::proto::snappy(&prost::Message::encode_to_vec(&req));
+    let r = c
+        .post("/api/v1/write", &common::server::write_headers(), &body)
+        .unwrap();
+    assert_eq!(
+        r.status,
+        204,
+        "the series limit of 1 was put in force: {}",
+        r.text()
+    );
     let log = run.stop();
+    assert!(
+        log.contains(
+            "msg=\"changed settings take effect after a restart; the running values stay\" \
+             settings=storage.tsdb.max-series\n"
+        ),
+        "{log}"
+    );
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(log.contains("configuration not reloaded"), "{log}");
 }

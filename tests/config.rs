@@ -1,11 +1,13 @@
 //! Every config fixture through the library loader: `tests/fixtures/config/good/*.yml` must load;
 //! each `bad/NAME.yml` must fail with an error naming the file and containing `bad/NAME.err`.
-//! `examples/cairn.yml` must load and spell out exactly the defaults.
+//! `examples/cairn.yml` must load and spell out every key with its default; README.md's flag
+//! table must list exactly the settings, with their defaults and reload behaviour.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use cairn::config::{load_file, Config};
+use cairn::config::{file_keys, load_file, Config, Reload, SETTINGS};
 use cairn::log::{Format, Level};
 use cairn::tsdb::wal::SyncPolicy;
 
@@ -95,6 +97,65 @@ fn flow_style_fixture_sets_every_group() {
 fn the_example_config_loads_and_spells_out_the_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cairn.yml");
     let mut c = load(&path).unwrap();
+    // Every key is there, written as the table writes its default.
+    let keys = file_keys();
+    for s in SETTINGS.iter().filter(|s| keys.contains(&s.key())) {
+        assert_eq!(
+            c.given.get(s.flag).map(String::as_str),
+            s.default,
+            "examples/cairn.yml: {}",
+            s.key()
+        );
+    }
+    assert_eq!(c.given.len(), keys.len(), "{:?}", c.given);
+    // ... and they parse to exactly the defaults.
     c.config_file = None;
+    c.given.clear();
     assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+}
+
+/// README.md's "## Flags" table: flag → (default cell, reload cell).
+fn readme_flags() -> BTreeMap<String, (String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let section = text
+        .split("\n## Flags\n")
+        .nth(1)
+        .expect("no ## Flags section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut rows = BTreeMap::new();
+    for line in section.lines().filter(|l| l.starts_with("| `--")) {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let flag = cells[0].trim_start_matches("| `--").trim_end_matches('`');
+        let row = (cells[1].to_string(), cells[2].to_string());
+        assert!(
+            rows.insert(flag.to_string(), row).is_none(),
+            "twice: {line}"
+        );
+    }
+    rows
+}
+
+#[test]
+fn the_readme_flag_table_lists_every_setting_with_its_default_and_reload() {
+    let rows = readme_flags();
+    let table: BTreeMap<String, (String, String)> = SETTINGS
+        .iter()
+        .map(|s| {
+            let default = match s.default {
+                None => "none".to_string(),
+                Some("false") => "off".to_string(),
+                Some(d) => format!("`{d}`"),
+            };
+            let reload = match s.reload {
+                Reload::Live => "live",
+                Reload::Restart => "restart",
+            };
+            (s.flag.to_string(), (default, reload.to_string()))
+        })
+        .collect();
+    assert_eq!(
+        rows, table,
+        "README.md ## Flags (left) vs config::SETTINGS (right)"
+    );
 }

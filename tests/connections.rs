@@ -71,13 +71,37 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert_eq!(r.status, 200);
 }
 
+/// Poll `/metrics` until the sample `series` (name and labels, as exposed) reads `want`;
+/// panics with the last value after `limit`.
+fn wait_for_metric(addr: &str, series: &str, want: f64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = common::http::get(addr, "/metrics").unwrap().text();
+        let got = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {got:?}, not {want}, after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn connections_beyond_the_limit_wait_for_a_free_slot() {
     let srv = server(Duration::from_secs(30), 2);
-    // Two idle connections take both slots.
-    let a = TcpStream::connect(&srv.addr).unwrap();
-    let b = TcpStream::connect(&srv.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Two idle keep-alive connections take both slots: each was served once, so each was
+    // accepted and holds its slot.
+    let mut a = srv.client();
+    let mut b = srv.client();
+    for conn in [&mut a, &mut b] {
+        assert_eq!(conn.get("/-/healthy").unwrap().status, 200);
+    }
     let mut c = TcpStream::connect(&srv.addr).unwrap();
     c.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -161,8 +185,14 @@ fn a_streamed_read_whose_client_takes_nothing_is_abandoned_after_the_read_timeou
     stalled.write_all(head.as_bytes()).unwrap();
     stalled.write_all(&body).unwrap();
     // It holds the only read slot until the producer gives up on it; then a normal read is
-    // served.
-    std::thread::sleep(Duration::from_millis(200));
+    // served. The stalled read was answered (its producer, holding the slot, runs) once it
+    // is counted.
+    wait_for_metric(
+        &srv.addr,
+        r#"cairn_remote_read_requests_total{type="streamed_xor_chunks",code="200"}"#,
+        1.0,
+        Duration::from_secs(10),
+    );
     let start = Instant::now();
     let r = srv.read(&ReadRequest {
         queries: vec![Query {

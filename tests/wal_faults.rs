@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn::tsdb::wal::{PoisonCause, SyncPolicy, WalError, WalOptions};
 use cairn::tsdb::{AppendError, Db, Options, Sample};
@@ -95,12 +95,26 @@ fn run_fault_case(short: bool, fail_sync: bool, policy: SyncPolicy) {
             );
         }
 
-        // D: the disk is back; after the retry interval a fresh segment opens and writes resume.
+        // D: the disk is back; once the retry interval (1 s) has passed a fresh segment opens
+        // and writes resume. Until then every append still fails as poisoned, applying nothing
+        // (the restart below finds none of these attempts).
         faults.armed_writes.store(false, Ordering::SeqCst);
         faults.armed_syncs.store(false, Ordering::SeqCst);
         faults.armed_creates.store(false, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(1100));
-        let d = append(&db, &batch(25, 50, t0 + 3000)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let d = loop {
+            match append(&db, &batch(25, 50, t0 + 3000)) {
+                Ok(d) => break d,
+                Err(AppendError::Wal(WalError::Poisoned { .. })) => {}
+                Err(e) => panic!("expected a poisoned WAL until it heals, got {e:?}"),
+            }
+            assert!(db.wal().is_poisoned());
+            assert!(
+                Instant::now() < deadline,
+                "the WAL did not heal after the disk came back"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert_eq!(d.accepted, 50);
         assert!(!db.wal().is_poisoned());
         db.close().unwrap();

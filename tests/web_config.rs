@@ -389,6 +389,7 @@ fn tls_shutdown_drains_in_flight_requests() {
     // A remote write with half its body sent.
     let body = write_body();
     let (first, rest) = body.split_at(body.len() / 2);
+    let free = state.write_budget().available_permits();
     let mut busy = connect();
     write!(
         busy,
@@ -399,16 +400,32 @@ fn tls_shutdown_drains_in_flight_requests() {
     .unwrap();
     busy.write_all(first).unwrap();
     busy.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // In flight once its handler took the body's share of the write budget (before reading
+    // the body).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state.write_budget().available_permits() == free {
+        assert!(
+            Instant::now() < deadline,
+            "the write never reached its handler"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 
     tx.send(()).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Shutdown has begun once new connections are refused (the listener is gone) ...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while https(&addr, &cfg, "GET", "/-/healthy", &[], b"").is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting after the shutdown signal"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // ... and serve waits for the request in flight.
     assert!(
         !served.is_finished(),
         "serve returned with a request in flight"
     );
-    // No new connections.
-    assert!(https(&addr, &cfg, "GET", "/-/healthy", &[], b"").is_err());
     // The idle connection was closed.
     let mut line = String::new();
     use std::io::BufRead;

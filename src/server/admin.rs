@@ -71,56 +71,24 @@ fn admin_db(st: &AppState) -> Result<Arc<Db>, Refused> {
     st.db().cloned().ok_or(Refused::NotReady)
 }
 
-/// `%XX` and `+` decoding of one form component (invalid escapes are kept as they are, as
-/// Go keeps no such leniency but refuses; refusing would gain nothing here).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = b
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(x) => {
-                        out.push(x);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            _ => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Form pairs of the query string and, for a form-encoded body, the body.
+/// Form pairs of the query string and, for a form-encoded body, the body, in order (so a
+/// repeated `match[]` keeps every value). `+` is a space, `%XX` a byte; a `%` that starts no
+/// valid escape stays as it is; bytes that are not UTF-8 become U+FFFD.
 fn form(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Vec<(String, String)> {
-    let mut raw = uri.query().unwrap_or_default().to_string();
     let is_form = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
-        if let Ok(b) = std::str::from_utf8(body) {
-            if !raw.is_empty() {
-                raw.push('&');
-            }
-            raw.push_str(b);
-        }
-    }
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(p), String::new()),
-        })
+    // A body that is not UTF-8 is not a form.
+    let body: &[u8] = if is_form && std::str::from_utf8(body).is_ok() {
+        body
+    } else {
+        b""
+    };
+    let query = uri.query().unwrap_or_default().as_bytes();
+    form_urlencoded::parse(query)
+        .chain(form_urlencoded::parse(body))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
@@ -128,77 +96,17 @@ fn first<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// RFC 3339 (`2026-11-21T22:18:00.123Z`, `…+01:00`) to ms since the epoch.
+/// RFC 3339 (`2026-11-21T22:18:00.123Z`, `…+01:00`; Go's `time.RFC3339Nano`, so `T` between
+/// date and time) to ms since the epoch, sub-millisecond digits dropped (toward the past, as
+/// Prometheus's `timestamp.FromTime`).
 fn parse_rfc3339(s: &str) -> Option<i64> {
-    let num = |a: usize, b: usize| -> Option<i64> {
-        let t = s.get(a..b)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    let b = s.as_bytes();
-    if b.len() < 20 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+    use time::format_description::well_known::Rfc3339;
+    // The parser takes any separator (RFC 3339 allows a space); Go takes only `T`.
+    if !matches!(s.as_bytes().get(10), Some(b'T' | b't')) {
         return None;
     }
-    if !matches!(b.get(10), Some(b'T' | b't'))
-        || b.get(13) != Some(&b':')
-        || b.get(16) != Some(&b':')
-    {
-        return None;
-    }
-    let (y, mo, d, h, mi, sec) = (
-        num(0, 4)?,
-        num(5, 7)?,
-        num(8, 10)?,
-        num(11, 13)?,
-        num(14, 16)?,
-        num(17, 19)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut ms = 0i64;
-    if b.get(i) == Some(&b'.') {
-        let start = i + 1;
-        let mut end = start;
-        while b.get(end).is_some_and(u8::is_ascii_digit) {
-            end += 1;
-        }
-        if end == start {
-            return None;
-        }
-        let frac = s.get(start..end)?;
-        let padded = format!("{:0<3}", frac.get(..frac.len().min(3))?);
-        ms = padded.parse().ok()?;
-        i = end;
-    }
-    let offset_min = match b.get(i) {
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b.get(i + 3) == Some(&b':') => {
-            let v = num(i + 1, i + 3)? * 60 + num(i + 4, i + 6)?;
-            if sign == b'+' {
-                v
-            } else {
-                -v
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
-    secs.checked_mul(1000)?.checked_add(ms)
+    let t = time::OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
 }
 
 /// Prometheus `parseTime`: float seconds since the epoch (rounded to ms) or RFC 3339.
@@ -287,28 +195,17 @@ pub(super) async fn clean_tombstones(State(st): State<Arc<AppState>>) -> Respons
 /// Prometheus's snapshot name: UTC time as `20060102T150405Z0700`, `-`, a random 63-bit
 /// number in hex.
 fn snapshot_name() -> std::io::Result<String> {
-    let ms = crate::tsdb::head::now_ms();
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // civil_from_days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let mut rnd = [0u8; 8];
-    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut rnd)?;
-    let r = u64::from_le_bytes(rnd) >> 1;
+    let ns = i128::from(crate::tsdb::head::now_ms()) * 1_000_000;
+    let now = time::OffsetDateTime::from_unix_timestamp_nanos(ns).map_err(std::io::Error::other)?;
+    let r = getrandom::u64().map_err(std::io::Error::from)? >> 1;
     Ok(format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{r:x}",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{r:x}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
     ))
 }
 
@@ -373,16 +270,36 @@ mod tests {
             parse_time("2026-11-21T23:18:00+01:00").unwrap(),
             1_795_299_480_000
         );
+        assert_eq!(parse_time("1970-01-01t00:00:00z").unwrap(), 0);
+        assert_eq!(
+            parse_time("2026-11-21T13:18:00.123456789-09:00").unwrap(),
+            1_795_299_480_123
+        );
+        // Sub-millisecond digits are dropped toward the past, before 1970 too.
+        assert_eq!(parse_time("1970-01-01T00:00:00.0009Z").unwrap(), 0);
+        assert_eq!(parse_time("1969-12-31T23:59:59.9995Z").unwrap(), -1);
+        assert_eq!(parse_time("2000-02-29T00:00:00Z").unwrap(), 951_782_400_000);
         for bad in [
             "",
             "now",
             "2026-11-21",
             "2026-13-01T00:00:00Z",
+            // Dates that do not exist, as Go refuses them.
+            "2026-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-11-21 22:18:00Z",
+            "2026-11-21T22:18:00",
+            "2026-11-21T22:18:00.Z",
+            "2026-11-21T22:18:00+0100",
             "1e999",
             "NaN",
         ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            parse_time("yesterday").unwrap_err(),
+            "cannot parse \"yesterday\" to a valid timestamp"
+        );
     }
 
     #[test]
@@ -405,6 +322,20 @@ mod tests {
                 ("end".into(), "2".into())
             ]
         );
+        // Bad escapes stay as written; a key without `=` has an empty value; a body that is
+        // not a form is ignored.
+        let uri: Uri = "/x?a=%zz%4&b&&c=%41".parse().unwrap();
+        let f = form(&uri, &h, b"d=\xff");
+        assert_eq!(
+            f,
+            vec![
+                ("a".into(), "%zz%4".into()),
+                ("b".into(), String::new()),
+                ("c".into(), "A".into())
+            ]
+        );
+        let f = form(&uri, &HeaderMap::new(), b"d=1");
+        assert_eq!(f.len(), 3);
     }
 
     #[test]

@@ -3,11 +3,10 @@
 //! Crockford base32 (`0123456789ABCDEFGHJKMNPQRSTVWXYZ`, most significant bits first; the first
 //! character carries 3 bits, so it is at most `7`).
 //!
-//! [`Ulid::generate`] takes its 80 random bits from `/dev/urandom` (no extra dependency);
+//! [`Ulid::generate`] takes its 80 random bits from the OS (`getrandom`);
 //! [`Ulid::new`] builds one from given parts (tests, deterministic names).
 
 use std::fmt;
-use std::io::Read;
 use std::str::FromStr;
 
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -31,10 +30,10 @@ impl Ulid {
         Ulid((u128::from(ms & 0xffff_ffff_ffff) << 80) | rand)
     }
 
-    /// A new ULID for the time `ms`, random bits from `/dev/urandom`.
+    /// A new ULID for the time `ms`, random bits from the OS.
     pub fn generate(ms: u64) -> std::io::Result<Ulid> {
         let mut random = [0u8; 10];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+        getrandom::fill(&mut random)?;
         Ok(Ulid::new(ms, random))
     }
 
