@@ -1,10 +1,12 @@
-//! Bounds-checked decoding of the integer encodings shared by the block formats
-//! (Prometheus `tsdb/encoding/encoding.go`): big-endian fixed-width integers, LEB128
-//! `uvarint`, zig-zag `varint`, and `uvarint`-length-prefixed strings.
+//! The integer encodings of Prometheus's byte formats (`tsdb/encoding/encoding.go`):
+//! big-endian fixed-width integers, LEB128 `uvarint`, zig-zag `varint`, and
+//! `uvarint`-length-prefixed strings — one codec for the WAL records, the head chunk files,
+//! the index and the block files (the protobuf codec of `remote` speaks its own wire format).
 //!
 //! [`Cursor`] walks a byte slice and never reads outside it: every getter returns `None` at the
-//! end of the data or on a malformed varint, and the caller turns that into its own typed
-//! corruption error (with the file, section and [`Cursor::pos`]). The encoders
+//! end of the data or on a malformed varint, sticky like Go's `Decbuf`, and the caller turns
+//! that into its own typed corruption error (with the file, section and [`Cursor::pos`]);
+//! [`read_uvarint`] is the decoder under it, for callers with their own position. The encoders
 //! ([`put_uvarint`], [`put_varint`], [`put_uvarint_str`]) are shared by the WAL records, the
 //! head chunk files, the index and the block files.
 
@@ -20,6 +22,40 @@ pub fn put_uvarint(out: &mut Vec<u8>, mut x: u64) {
 /// Appends zig-zag `varint(x)` (Go `binary.PutVarint`).
 pub fn put_varint(out: &mut Vec<u8>, x: i64) {
     put_uvarint(out, ((x << 1) ^ (x >> 63)) as u64);
+}
+
+/// Why a `uvarint` could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarintError {
+    /// The bytes end inside it.
+    Truncated,
+    /// More than 64 bits (more than 10 bytes, or a 10th byte over 1).
+    Overflow,
+}
+
+/// The LEB128 `uvarint` at the start of `b` and its length in bytes (Go `binary.Uvarint`,
+/// at most 10 bytes, values over 64 bits refused). The one varint decoder of the byte
+/// formats: the WAL records, the head chunk files, the index and the block files use it.
+pub fn read_uvarint(b: &[u8]) -> Result<(u64, usize), VarintError> {
+    let mut x = 0u64;
+    for (i, &byte) in b.iter().enumerate() {
+        if i == 9 && byte > 1 {
+            return Err(VarintError::Overflow);
+        }
+        x |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            return Ok((x, i + 1));
+        }
+        if i == 9 {
+            return Err(VarintError::Overflow);
+        }
+    }
+    Err(VarintError::Truncated)
+}
+
+/// Zig-zag decoding of a `uvarint` (Go `binary.Varint`).
+pub fn unzigzag(u: u64) -> i64 {
+    ((u >> 1) as i64) ^ -((u & 1) as i64)
 }
 
 /// Appends `uvarint(len) | bytes` (Go `PutUvarintStr`).
@@ -38,16 +74,36 @@ pub fn uvarint_len(mut x: u64) -> usize {
     n
 }
 
-/// A read position in a byte slice; see the module docs.
+/// A read position in a byte slice; see the module docs. Sticky, like Prometheus's
+/// `encoding.Decbuf`: once a getter finds nothing (end of data, malformed varint, bad UTF-8),
+/// every later getter finds nothing too, so a sequence of reads can be checked once at the end.
 #[derive(Debug, Clone)]
 pub struct Cursor<'a> {
     b: &'a [u8],
     pos: usize,
+    failed: bool,
 }
 
 impl<'a> Cursor<'a> {
     pub fn new(b: &'a [u8]) -> Cursor<'a> {
-        Cursor { b, pos: 0 }
+        Cursor {
+            b,
+            pos: 0,
+            failed: false,
+        }
+    }
+
+    /// Whether a getter found nothing (every later one finds nothing too).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// `v`, latching the failure when it is `None`.
+    fn sticky<T>(&mut self, v: Option<T>) -> Option<T> {
+        if v.is_none() {
+            self.failed = true;
+        }
+        v
     }
 
     /// Offset of the next byte, relative to the start of the slice.
@@ -66,9 +122,15 @@ impl<'a> Cursor<'a> {
 
     /// The next `n` bytes.
     pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let s = self.b.get(self.pos..end)?;
-        self.pos = end;
+        if self.failed {
+            return None;
+        }
+        let s = self
+            .pos
+            .checked_add(n)
+            .and_then(|end| self.b.get(self.pos..end));
+        let s = self.sticky(s)?;
+        self.pos += n;
         Some(s)
     }
 
@@ -77,9 +139,7 @@ impl<'a> Cursor<'a> {
     }
 
     pub fn byte(&mut self) -> Option<u8> {
-        let &b = self.b.get(self.pos)?;
-        self.pos += 1;
-        Some(b)
+        self.bytes(1).and_then(|b| b.first().copied())
     }
 
     pub fn be32(&mut self) -> Option<u32> {
@@ -96,56 +156,41 @@ impl<'a> Cursor<'a> {
         Some(u64::from_be_bytes(a))
     }
 
-    /// LEB128, at most 10 bytes, rejecting values over 64 bits (Go `binary.Uvarint`).
+    /// LEB128, at most 10 bytes, rejecting values over 64 bits ([`read_uvarint`]); the
+    /// position stays where it was when there is none.
     pub fn uvarint(&mut self) -> Option<u64> {
-        let mut x = 0u64;
-        let mut shift = 0u32;
-        let start = self.pos;
-        loop {
-            let byte = match self.byte() {
-                Some(b) => b,
-                None => {
-                    self.pos = start;
-                    return None;
-                }
-            };
-            if shift == 63 && byte > 1 {
-                self.pos = start;
-                return None;
-            }
-            x |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return Some(x);
-            }
-            shift += 7;
-            if shift > 63 {
-                self.pos = start;
-                return None;
-            }
+        if self.failed {
+            return None;
         }
+        let v = read_uvarint(self.b.get(self.pos..).unwrap_or_default()).ok();
+        let (x, n) = self.sticky(v)?;
+        self.pos += n;
+        Some(x)
     }
 
     /// Zig-zag varint (Go `binary.Varint`).
     pub fn varint(&mut self) -> Option<i64> {
-        let u = self.uvarint()?;
-        Some(((u >> 1) as i64) ^ -((u & 1) as i64))
+        self.uvarint().map(unzigzag)
     }
 
     /// A `uvarint` that must fit a `u32` (Go `Uvarint32`).
     pub fn uvarint32(&mut self) -> Option<u32> {
-        u32::try_from(self.uvarint()?).ok()
+        let v = u32::try_from(self.uvarint()?).ok();
+        self.sticky(v)
     }
 
     /// `uvarint(len) | bytes`; the length is checked against what is left before slicing.
     pub fn uvarint_bytes(&mut self) -> Option<&'a [u8]> {
         let len = self.uvarint()?;
-        let len = usize::try_from(len).ok()?;
+        let len = usize::try_from(len).ok();
+        let len = self.sticky(len)?;
         self.bytes(len)
     }
 
     /// Like [`Cursor::uvarint_bytes`], and the bytes must be UTF-8.
     pub fn uvarint_str(&mut self) -> Option<&'a str> {
-        std::str::from_utf8(self.uvarint_bytes()?).ok()
+        let s = std::str::from_utf8(self.uvarint_bytes()?).ok();
+        self.sticky(s)
     }
 }
 

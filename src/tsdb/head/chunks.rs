@@ -154,17 +154,6 @@ fn map_file(path: &Path) -> io::Result<Option<Mmap>> {
     Ok(Some(m))
 }
 
-fn read_uvarint(b: &[u8]) -> Option<(u64, usize)> {
-    let mut x = 0u64;
-    for (i, &byte) in b.iter().enumerate().take(10) {
-        x |= u64::from(byte & 0x7f) << (7 * i);
-        if byte < 0x80 {
-            return Some((x, i + 1));
-        }
-    }
-    None
-}
-
 /// Parse the entry at `off` of a mapped file. `Ok(None)` marks the end of data (zero tail).
 fn parse_entry(
     b: &[u8],
@@ -182,8 +171,8 @@ fn parse_entry(
     };
     let (series_ref, mint, maxt) = (be(0), be(8) as i64, be(16) as i64);
     let encoding = rest.get(24).copied().unwrap_or(0);
-    let (len, n) =
-        read_uvarint(rest.get(ENTRY_FIXED..).unwrap_or_default()).ok_or("truncated length")?;
+    let (len, n) = crate::tsdb::encoding::read_uvarint(rest.get(ENTRY_FIXED..).unwrap_or_default())
+        .map_err(|_| "truncated length")?;
     let data_start = ENTRY_FIXED + n;
     let left = rest.len().saturating_sub(data_start + CRC_SIZE);
     if len > left as u64 {

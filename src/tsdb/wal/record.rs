@@ -15,7 +15,7 @@
 //! Decoders never trust a count before checking it against the bytes left.
 
 use crate::model::Labels;
-use crate::tsdb::encoding::{put_uvarint, put_varint};
+use crate::tsdb::encoding::{put_uvarint, put_varint, VarintError};
 
 pub const SERIES: u8 = 1;
 pub const SAMPLES: u8 = 2;
@@ -173,31 +173,19 @@ impl<'a> Dec<'a> {
         Ok(u64::from_be_bytes(a))
     }
     fn uvarint(&mut self) -> Result<u64, RecordError> {
-        let mut x: u64 = 0;
-        let mut shift = 0u32;
-        let start = self.pos;
-        loop {
-            let &byte = self
-                .b
-                .get(self.pos)
-                .ok_or(RecordError::Truncated { offset: start })?;
-            self.pos += 1;
-            if shift == 63 && byte > 1 {
-                return Err(RecordError::VarintOverflow { offset: start });
+        let offset = self.pos;
+        let rest = self.b.get(self.pos..).unwrap_or_default();
+        match crate::tsdb::encoding::read_uvarint(rest) {
+            Ok((x, n)) => {
+                self.pos += n;
+                Ok(x)
             }
-            x |= u64::from(byte & 0x7f) << shift;
-            if byte < 0x80 {
-                return Ok(x);
-            }
-            shift += 7;
-            if shift > 63 {
-                return Err(RecordError::VarintOverflow { offset: start });
-            }
+            Err(VarintError::Truncated) => Err(RecordError::Truncated { offset }),
+            Err(VarintError::Overflow) => Err(RecordError::VarintOverflow { offset }),
         }
     }
     fn varint(&mut self) -> Result<i64, RecordError> {
-        let u = self.uvarint()?;
-        Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
+        self.uvarint().map(crate::tsdb::encoding::unzigzag)
     }
     fn str(&mut self) -> Result<&'a str, RecordError> {
         let start = self.pos;
