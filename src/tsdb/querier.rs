@@ -110,6 +110,7 @@ impl<'a> Cursor<'a> {
                     out.push(ChunkMeta {
                         mint: m.mint,
                         maxt: m.maxt,
+                        encoding: Encoding::Xor,
                         data: ChunkData::Mapped(data),
                     });
                 }
@@ -332,6 +333,7 @@ fn encode(samples: &[(i64, f64)]) -> Vec<ChunkMeta> {
             Some(ChunkMeta {
                 mint: first.0,
                 maxt: last.0,
+                encoding: Encoding::Xor,
                 data: ChunkData::Owned(Arc::from(chunk.into_bytes())),
             })
         })

@@ -108,6 +108,9 @@ pub enum DecodeError {
         /// Zero-based index of the sample being decoded.
         sample: u16,
     },
+    /// A chunk of an encoding this version does not decode (native histograms, #9).
+    #[error("chunks of encoding {encoding} cannot be decoded by this version")]
+    Unsupported { encoding: Encoding },
 }
 
 #[cfg(test)]

@@ -136,9 +136,7 @@ impl Db {
                     .map(|c| block::ChunkData {
                         mint: c.mint,
                         maxt: c.maxt,
-                        // The head and merges hand out XOR chunks only so far; histogram
-                        // chunks (#9) bring their encoding with them.
-                        encoding: Encoding::Xor as u8,
+                        encoding: c.encoding.as_u8(),
                         data: &c.data,
                     })
                     .collect();
@@ -202,6 +200,7 @@ impl Db {
                 out.push(ChunkMeta {
                     mint: lo,
                     maxt: hi,
+                    encoding: Encoding::Xor,
                     data: crate::tsdb::head::ChunkData::Owned(chunk.into_bytes().into()),
                 });
             }

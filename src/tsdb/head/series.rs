@@ -229,18 +229,23 @@ impl Deref for ChunkData {
     }
 }
 
-/// A chunk of a series with its closed time range.
+/// A chunk of a series with its closed time range: an encoding and the bytes it reads.
 #[derive(Debug, Clone)]
 pub struct ChunkMeta {
     pub mint: i64,
     pub maxt: i64,
+    pub encoding: Encoding,
     pub data: ChunkData,
 }
 
 impl ChunkMeta {
-    /// Iterate the chunk's samples (XOR).
+    /// Iterate the chunk's float samples; an encoding without a float iterator (native
+    /// histograms) is a [`DecodeError::Unsupported`](crate::tsdb::chunkenc::DecodeError).
     pub fn iter(&self) -> Result<XorIterator<'_>, crate::tsdb::chunkenc::DecodeError> {
-        XorIterator::new(&self.data)
+        match self.encoding {
+            Encoding::Xor => XorIterator::new(&self.data),
+            encoding => Err(crate::tsdb::chunkenc::DecodeError::Unsupported { encoding }),
+        }
     }
 }
 
@@ -269,6 +274,7 @@ impl MemSeries {
                     ClosedChunk::Mem { data, .. } => Pending::Ready(ChunkMeta {
                         mint: cmin,
                         maxt: cmax,
+                        encoding: Encoding::Xor,
                         data: ChunkData::Owned(Arc::clone(data)),
                     }),
                 });
@@ -278,6 +284,7 @@ impl MemSeries {
                     v.push(Pending::Ready(ChunkMeta {
                         mint: h.mint,
                         maxt: h.maxt,
+                        encoding: Encoding::Xor,
                         data: ChunkData::Owned(Arc::from(h.chunk.bytes())),
                     }));
                 }
@@ -291,6 +298,8 @@ impl MemSeries {
                 Pending::Mapped(cref, mint, maxt) => Ok(ChunkMeta {
                     mint,
                     maxt,
+                    // The head cuts XOR chunks only (replay keeps no other encoding).
+                    encoding: Encoding::Xor,
                     data: ChunkData::Mapped(mapper.chunk(cref)?),
                 }),
             })
