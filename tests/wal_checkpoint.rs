@@ -902,7 +902,7 @@ fn a_record_replay_refuses_inside_a_checkpoint_is_an_error_not_a_repair() {
     let err = Wal::open(f.d(), opts(false), Arc::new(OsFs), |_| {
         n += 1;
         if n == 3 {
-            Err("bad series".to_string())
+            Err(cairn::tsdb::wal::record::RecordError::ZeroRef { offset: 17 })
         } else {
             Ok(())
         }
@@ -910,7 +910,10 @@ fn a_record_replay_refuses_inside_a_checkpoint_is_an_error_not_a_repair() {
     .map(|_| ())
     .unwrap_err();
     let c = err.corruption().expect("a corruption error");
-    assert!(c.reason.contains("bad series"), "{c:?}");
+    assert!(
+        c.reason.contains("series ref 0 is invalid at byte 17"),
+        "{c:?}"
+    );
     assert!(c.checkpoint.is_some());
     assert!(
         list_segments(f.d()).unwrap().contains(&0),

@@ -109,6 +109,9 @@ pub enum DbError {
     Decode { series: String, source: DecodeError },
     #[error("invalid option: {0}")]
     Options(String),
+    /// The engine found its own state contradicting itself: a bug, never the input's fault.
+    #[error("internal invariant broken (a bug in cairn; please report it): {0}")]
+    Invariant(String),
     #[error(transparent)]
     Block(#[from] BlockError),
     #[error(
@@ -183,6 +186,7 @@ impl DbError {
             DbError::Lock(_)
             | DbError::Decode { .. }
             | DbError::Options(_)
+            | DbError::Invariant(_)
             | DbError::OpenBlock { .. }
             | DbError::Unmergeable { .. } => Retry::Never,
         }

@@ -179,7 +179,7 @@ impl Db {
                 .collect();
             let ulid = self.new_ulid()?;
             let meta = compact::compacted_meta(&parents, ulid)
-                .ok_or_else(|| DbError::Options("compaction plan names no open block".into()))?;
+                .ok_or_else(|| DbError::Invariant("compaction plan names no open block".into()))?;
             match self.merge_blocks(&plan, meta) {
                 Ok(merged) => {
                     self.stats.blocks_merged.fetch_add(1, Ordering::Relaxed);

@@ -25,7 +25,7 @@ impl Db {
             .cloned()
             .collect();
         if parents.len() != ulids.len() || parents.is_empty() {
-            return Err(DbError::Options(format!(
+            return Err(DbError::Invariant(format!(
                 "merge of {} blocks: only {} are open",
                 ulids.len(),
                 parents.len()

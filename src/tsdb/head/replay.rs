@@ -26,18 +26,21 @@ pub struct ReplayState {
 
 impl Head {
     /// Apply one WAL record during replay. An `Err` marks the record corrupt.
-    pub fn replay_record(&self, rec: &[u8], st: &mut ReplayState) -> Result<(), String> {
+    pub fn replay_record(
+        &self,
+        rec: &[u8],
+        st: &mut ReplayState,
+    ) -> Result<(), record::RecordError> {
         match rec.first() {
             Some(&record::SERIES) => {
                 let mut scratch = Vec::new();
                 record::decode_series(rec, &mut scratch, |sref, pairs| {
                     self.replay_series(sref, pairs, st)
                 })
-                .map_err(|e| e.to_string())
             }
             Some(&record::SAMPLES) => {
                 st.samples.clear();
-                record::decode_samples(rec, &mut st.samples).map_err(|e| e.to_string())?;
+                record::decode_samples(rec, &mut st.samples)?;
                 let samples = std::mem::take(&mut st.samples);
                 let min_valid = self.min_valid_time();
                 let mut cur: Option<Arc<MemSeries>> = None;
@@ -77,7 +80,7 @@ impl Head {
             }
             Some(&record::TOMBSTONES) => {
                 st.stones.clear();
-                record::decode_tombstones(rec, &mut st.stones).map_err(|e| e.to_string())?;
+                record::decode_tombstones(rec, &mut st.stones)?;
                 let mut ts = self.tombstones.write();
                 for s in &st.stones {
                     ts.entry(s.sref).or_default().push((s.mint, s.maxt));

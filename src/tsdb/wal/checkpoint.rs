@@ -318,7 +318,7 @@ fn checkpoint_segments(dir: &Path) -> Result<Vec<PathBuf>, WalError> {
 /// Any damage, and any record the handler refuses, is an error naming the checkpoint.
 pub(crate) fn replay_checkpoint(
     dir: &Path,
-    mut on_record: impl FnMut(&[u8]) -> Result<(), String>,
+    mut on_record: impl FnMut(&[u8]) -> super::ReplayResult,
 ) -> Result<(u64, u64), WalError> {
     let (mut records, mut bytes) = (0u64, 0u64);
     for path in checkpoint_segments(dir)? {

@@ -253,7 +253,7 @@ pub struct Repair {
 
 /// The record handler passed to [`Wal::open`] may reject a record it cannot decode; replay then
 /// treats that record as corrupt (Prometheus does the same).
-pub type ReplayResult = Result<(), String>;
+pub type ReplayResult = Result<(), record::RecordError>;
 
 struct Writer {
     seg_index: u64,

@@ -70,7 +70,7 @@ pub(super) fn replay_and_repair(
                     if let Err(reason) = on_record(rec) {
                         break Some(ReadError::Corrupt {
                             offset: r.record_offset(),
-                            reason,
+                            reason: reason.to_string(),
                         });
                     }
                 }
