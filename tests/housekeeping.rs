@@ -544,15 +544,12 @@ fn a_block_with_a_damaged_chunk_is_marked_failed_and_skipped_while_retention_run
         std::fs::write(&path, &bytes).unwrap();
     }
     // Now 3h merges are planned, and a 4h retention removes the oldest blocks.
-    let db = Db::open(
-        dir.path(),
-        Options {
-            max_block_duration_ms: Some(3 * HOUR),
-            retention_ms: 4 * HOUR,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let merging = || Options {
+        max_block_duration_ms: Some(3 * HOUR),
+        retention_ms: 4 * HOUR,
+        ..opts()
+    };
+    let db = Db::open(dir.path(), merging()).unwrap();
     let r = db.housekeep();
     let merge_errors: Vec<String> = r
         .errors
@@ -597,15 +594,7 @@ fn a_block_with_a_damaged_chunk_is_marked_failed_and_skipped_while_retention_run
         .collect();
     assert!(!marked.is_empty());
     drop(db);
-    let db = Db::open(
-        dir.path(),
-        Options {
-            max_block_duration_ms: Some(3 * HOUR),
-            retention_ms: 4 * HOUR,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let db = Db::open(dir.path(), merging()).unwrap();
     assert!(db.housekeep().errors.is_empty());
     for b in db.blocks().blocks.iter() {
         assert_eq!(b.meta().compaction.failed, marked.contains(&b.meta().ulid));

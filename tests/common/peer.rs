@@ -52,56 +52,41 @@ impl Peer {
 
     /// The `prometheus` binary, checked to be of this peer's version.
     pub fn prometheus(self) -> PathBuf {
-        self.version();
+        self.checked("prometheus");
         self.dir().join("prometheus")
     }
 
-    /// The `promtool` binary, checked to be of this peer's version.
+    /// The `promtool` binary, checked to be of this peer's version (the same as its
+    /// `prometheus`).
     pub fn promtool(self) -> PathBuf {
-        let path = self.dir().join("promtool");
-        let v = self.checked(&path, self.promtool_version_cell());
+        let v = self.checked("promtool");
         assert_eq!(
             v,
             self.version(),
             "{} is {v}, but prometheus next to it is {}",
-            path.display(),
+            self.dir().join("promtool").display(),
             self.version()
         );
-        path
+        self.dir().join("promtool")
     }
 
     /// The version of this peer's Prometheus, e.g. "3.5.3"; panics (with how to install it)
     /// when it is missing or not of this major version (3.x must be ≥ 3.5).
     pub fn version(self) -> &'static str {
-        let path = self.dir().join("prometheus");
-        self.checked(&path, self.prometheus_version_cell())
+        self.checked("prometheus")
     }
 
-    fn prometheus_version_cell(self) -> &'static OnceLock<Result<String, String>> {
-        static V2: OnceLock<Result<String, String>> = OnceLock::new();
-        static V3: OnceLock<Result<String, String>> = OnceLock::new();
-        match self {
-            Peer::V2 => &V2,
-            Peer::V3 => &V3,
-        }
-    }
-
-    fn promtool_version_cell(self) -> &'static OnceLock<Result<String, String>> {
-        static V2: OnceLock<Result<String, String>> = OnceLock::new();
-        static V3: OnceLock<Result<String, String>> = OnceLock::new();
-        match self {
-            Peer::V2 => &V2,
-            Peer::V3 => &V3,
-        }
-    }
-
-    fn checked(
-        self,
-        path: &std::path::Path,
-        cell: &'static OnceLock<Result<String, String>>,
-    ) -> &'static str {
+    /// The version `tool --version` prints, checked once per peer and tool.
+    fn checked(self, tool: &'static str) -> &'static str {
+        type Cell = OnceLock<Result<String, String>>;
+        static CELLS: [[Cell; 2]; 2] = [
+            [OnceLock::new(), OnceLock::new()],
+            [OnceLock::new(), OnceLock::new()],
+        ];
+        let cell = &CELLS[usize::from(self == Peer::V3)][usize::from(tool == "promtool")];
+        let path = self.dir().join(tool);
         let res = cell.get_or_init(|| {
-            let out = Command::new(path)
+            let out = Command::new(&path)
                 .arg("--version")
                 .output()
                 .map_err(|e| format!("{} cannot be run ({e}): {INSTALL}", path.display()))?;
@@ -119,7 +104,11 @@ impl Peer {
             let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
             let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
             if major != self.major() || (major == 3 && minor < 5) {
-                let want = if major == 3 { "3.x >= 3.5" } else { "2.x" };
+                let want = if self == Peer::V3 {
+                    "3.x >= 3.5"
+                } else {
+                    "2.x"
+                };
                 return Err(format!(
                     "{} is version {v}, but the {want} peer is needed: {INSTALL}",
                     path.display()
